@@ -1,0 +1,45 @@
+# Push — build, run and test. `make test` installs what the tests need when
+# it is missing, then runs every test of the workspace.
+
+CARGO ?= cargo
+SHELL := /bin/bash
+# cargo-nextest runs test binaries in parallel processes; plain cargo test works too.
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+TEST_TARGETS := lint test-server
+
+# Each area of the project brings its own targets (operator, bench, charts…).
+-include $(sort $(wildcard mk/*.mk))
+ifneq ($(wildcard mk/operator.mk),)
+TEST_TARGETS += test-operator
+endif
+ifneq ($(wildcard mk/bench.mk),)
+TEST_TARGETS += test-bench
+endif
+
+.PHONY: all build run test test-server lint fmt release
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --locked --workspace
+
+## Run the server on :8080 with the in-process broker.
+run:
+	$(CARGO) run --release -p push-server
+
+## Every test of the workspace (what CI runs).
+test: $(TEST_TARGETS)
+
+test-server:
+	$(CARGO) $(NEXTEST) -p push-server
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,306 @@
+//! The in-process broker: one node, history in a ring per channel.
+//!
+//! Ids, history and live delivery of a channel change under one lock, so a
+//! reader that registers for live delivery and then reads history sees every
+//! message exactly once (the hub and connections drop ids they have seen).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{self, BoxFuture, FutureExt};
+
+use super::{Broker, BrokerError, History, Sink};
+use crate::message::{now_ms, Channel, Message, MessageId};
+
+const SHARDS: usize = 64;
+
+/// One channel's id counter and history.
+struct ChannelLog {
+    /// Newest id assigned (or the floor the log was created with).
+    last: MessageId,
+    /// Newest id that is no longer retained: `since` below it has a gap.
+    trimmed: MessageId,
+    /// Retained messages, oldest first.
+    ring: VecDeque<Arc<Message>>,
+    /// Whether the hub subscribed it (a subscribed log is never collected).
+    subscribed: bool,
+}
+
+impl ChannelLog {
+    /// A log created now knows nothing older than now: ids before it are
+    /// reported as unrecoverable instead of silently skipped.
+    fn new() -> ChannelLog {
+        let floor = MessageId::new(now_ms(), 0);
+        ChannelLog {
+            last: floor,
+            trimmed: floor,
+            ring: VecDeque::new(),
+            subscribed: false,
+        }
+    }
+
+    fn expire(&mut self, ttl: Duration, now: Instant) {
+        while let Some(front) = self.ring.front() {
+            if now.duration_since(front.accepted) < ttl {
+                break;
+            }
+            self.trimmed = front.id;
+            self.ring.pop_front();
+        }
+    }
+}
+
+/// The in-process broker.
+pub struct MemoryBroker {
+    shards: Box<[Mutex<HashMap<Channel, ChannelLog>>]>,
+    sink: Arc<dyn Sink>,
+    /// Messages retained per channel (0: none).
+    history_size: usize,
+    /// Age after which a message leaves history.
+    history_ttl: Duration,
+}
+
+impl MemoryBroker {
+    /// Creates the broker and its history sweeper (which stops when the
+    /// broker is dropped). Must be called inside a Tokio runtime.
+    pub fn new(
+        sink: Arc<dyn Sink>,
+        history_size: usize,
+        history_ttl: Duration,
+    ) -> Arc<MemoryBroker> {
+        let (history_size, history_ttl) = if history_size == 0 || history_ttl.is_zero() {
+            (0, Duration::ZERO)
+        } else {
+            (history_size, history_ttl)
+        };
+        let broker = Arc::new(MemoryBroker {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            sink,
+            history_size,
+            history_ttl,
+        });
+        if history_size > 0 {
+            let period = (history_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            tokio::spawn(sweep(Arc::downgrade(&broker), period));
+        }
+        broker
+    }
+
+    fn shard(&self, channel: &str) -> MutexGuard<'_, HashMap<Channel, ChannelLog>> {
+        let mut h = DefaultHasher::new();
+        channel.hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        // A panic while holding the lock cannot leave a log half-updated in a
+        // way that matters more than stopping delivery would; keep serving.
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes synchronously: id, history and live delivery in one step.
+    pub fn publish_now(&self, channel: Channel, data: &[u8]) -> MessageId {
+        let now = Instant::now();
+        let mut shard = self.shard(&channel);
+        let log = shard.entry(channel.clone()).or_insert_with(ChannelLog::new);
+        let id = log.last.next_at(now_ms());
+        log.last = id;
+        let msg = Arc::new(Message::new(channel, id, data, now));
+        if self.history_size > 0 {
+            log.expire(self.history_ttl, now);
+            if log.ring.len() == self.history_size {
+                if let Some(old) = log.ring.pop_front() {
+                    log.trimmed = old.id;
+                }
+            }
+            log.ring.push_back(msg.clone());
+        } else {
+            log.trimmed = id;
+        }
+        if log.subscribed {
+            self.sink.deliver(msg);
+        }
+        id
+    }
+
+    /// Reads history synchronously.
+    pub fn read_now(&self, channel: &Channel, since: Option<MessageId>, limit: usize) -> History {
+        let now = Instant::now();
+        let mut shard = self.shard(channel);
+        let Some(log) = shard.get_mut(channel) else {
+            // Never published or long idle: nothing retained, and nothing
+            // before now is known.
+            let floor = MessageId::new(now_ms(), 0);
+            return History {
+                messages: Vec::new(),
+                recovered: since.is_none_or(|s| s >= floor),
+                position: floor,
+            };
+        };
+        if self.history_size > 0 {
+            log.expire(self.history_ttl, now);
+        }
+        let start = match since {
+            Some(s) => log.ring.partition_point(|m| m.id <= s),
+            None => 0,
+        };
+        History {
+            messages: log.ring.iter().skip(start).take(limit).cloned().collect(),
+            recovered: since.is_none_or(|s| s >= log.trimmed),
+            position: log.last,
+        }
+    }
+
+    /// Drops expired messages and forgets idle, unsubscribed channels.
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|_, log| {
+                log.expire(self.history_ttl, now);
+                log.subscribed || !log.ring.is_empty()
+            });
+        }
+    }
+}
+
+async fn sweep(broker: Weak<MemoryBroker>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match broker.upgrade() {
+            Some(b) => b.sweep_once(),
+            None => return,
+        }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(
+        &self,
+        channel: Channel,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<MessageId, BrokerError>> {
+        future::ready(Ok(self.publish_now(channel, &data))).boxed()
+    }
+
+    fn read(
+        &self,
+        channel: Channel,
+        since: Option<MessageId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<History, BrokerError>> {
+        future::ready(Ok(self.read_now(&channel, since, limit))).boxed()
+    }
+
+    fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let mut shard = self.shard(channel);
+        shard
+            .entry(channel.clone())
+            .or_insert_with(ChannelLog::new)
+            .subscribed = true;
+        future::ready(Ok(())).boxed()
+    }
+
+    fn unsubscribe(&self, channel: &Channel) {
+        let mut shard = self.shard(channel);
+        if let Some(log) = shard.get_mut(channel) {
+            log.subscribed = false;
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Arc<Message>>>);
+    impl Sink for Collect {
+        fn deliver(&self, msg: Arc<Message>) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_increase_and_history_is_capped() {
+        let sink = Arc::new(Collect::default());
+        let b = MemoryBroker::new(sink.clone(), 3, Duration::from_secs(60));
+        let ch: Channel = "news".into();
+        b.subscribe(&ch).await.unwrap();
+        let ids: Vec<_> = (0..5)
+            .map(|i| b.publish_now(ch.clone(), i.to_string().as_bytes()))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            sink.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>(),
+            ids
+        );
+
+        let h = b.read_now(&ch, None, 10);
+        assert_eq!(
+            h.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            ids[2..]
+        );
+        assert_eq!(h.position, ids[4]);
+        let h = b.read_now(&ch, Some(ids[2]), 1);
+        assert_eq!(
+            h.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [ids[3]]
+        );
+        assert!(h.recovered);
+        assert!(
+            b.read_now(&ch, Some(ids[1]), 10).recovered,
+            "ids[1] trimmed, but everything after it is retained"
+        );
+        assert!(
+            !b.read_now(&ch, Some(ids[0]), 10).recovered,
+            "ids[1] is lost to a reader at ids[0]"
+        );
+        assert!(!b.read_now(&ch, Some(MessageId::ZERO), 10).recovered);
+    }
+
+    #[tokio::test]
+    async fn ttl_expires_messages() {
+        let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_millis(1));
+        let ch: Channel = "t".into();
+        let id = b.publish_now(ch.clone(), b"1");
+        std::thread::sleep(Duration::from_millis(3));
+        let h = b.read_now(&ch, Some(MessageId::new(id.ms, 0).min(id)), 10);
+        assert!(h.messages.is_empty());
+        assert!(
+            !b.read_now(&ch, Some(MessageId::new(id.ms.saturating_sub(1), 0)), 10)
+                .recovered
+        );
+    }
+
+    #[tokio::test]
+    async fn no_history_is_pure_pubsub() {
+        let sink = Arc::new(Collect::default());
+        let b = MemoryBroker::new(sink.clone(), 0, Duration::from_secs(60));
+        let ch: Channel = "p".into();
+        b.publish_now(ch.clone(), b"1");
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "not subscribed: not delivered"
+        );
+        b.subscribe(&ch).await.unwrap();
+        let id = b.publish_now(ch.clone(), b"2");
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
+        let h = b.read_now(&ch, None, 10);
+        assert!(h.messages.is_empty());
+        assert_eq!(h.position, id);
+        assert!(b.read_now(&ch, Some(id), 10).recovered);
+    }
+}

@@ -1,0 +1,77 @@
+//! Brokers carry published messages to every node's hub and keep history.
+//!
+//! The hub subscribes a channel **once per node** (on its first local
+//! subscriber) and unsubscribes when the last one leaves; the broker calls
+//! [`Sink::deliver`] for every message of a subscribed channel, in id order
+//! per channel. Publishing assigns the id, appends to the channel's history
+//! and delivers live in one step, so history and live stream never disagree.
+//!
+//! - [`memory`]: in-process, single node (default).
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use crate::message::{Channel, Message, MessageId};
+
+/// Where a broker delivers messages: the hub.
+pub trait Sink: Send + Sync + 'static {
+    /// A message of a channel this node subscribed to. Must not block: it is
+    /// called from the broker's delivery path.
+    fn deliver(&self, msg: Arc<Message>);
+}
+
+/// A broker failure, as publishers and subscribers see it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker cannot be reached; the request may be retried.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Retained messages after `since`, oldest first, at most `limit`.
+    pub messages: Vec<Arc<Message>>,
+    /// False when messages after `since` are no longer retained (trimmed by
+    /// size or age, or from before this broker's memory): the reader has a gap.
+    pub recovered: bool,
+    /// The channel's newest id when read: a subscriber that has seen
+    /// everything up to here resumes from here.
+    pub position: MessageId,
+}
+
+/// The broker interface shared by the memory and Redis brokers.
+pub trait Broker: Send + Sync + 'static {
+    /// Appends `data` (one compact JSON value) to the channel and delivers it
+    /// to every node subscribed to it; returns the new id.
+    fn publish(
+        &self,
+        channel: Channel,
+        data: Bytes,
+    ) -> BoxFuture<'_, Result<MessageId, BrokerError>>;
+
+    /// Reads retained messages after `since` (all retained ones when `None`),
+    /// oldest first, at most `limit`.
+    fn read(
+        &self,
+        channel: Channel,
+        since: Option<MessageId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<History, BrokerError>>;
+
+    /// Starts delivering `channel` to the sink. The request is queued before
+    /// this returns (so subscribe/unsubscribe calls take effect in call
+    /// order); the future resolves once delivery is live.
+    fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BrokerError>>;
+
+    /// Stops delivering `channel`; queued in call order like `subscribe`.
+    fn unsubscribe(&self, channel: &Channel);
+
+    /// Whether the broker is reachable now (readiness, `push_broker_up`).
+    fn is_up(&self) -> bool;
+}

@@ -1,0 +1,396 @@
+//! The hub: which local connection is subscribed to which channel, and the
+//! fan-out of broker messages to their outbound queues.
+//!
+//! Invariants (the hot path):
+//! - A channel is subscribed at the broker once per node, by its first local
+//!   subscriber, and unsubscribed when the last one leaves.
+//! - Fan-out never blocks and never allocates per subscriber: each subscriber
+//!   gets an `Arc` clone of the same pre-encoded [`Message`], pushed with
+//!   `try_send` into its bounded queue, under a short per-channel lock that is
+//!   never held across an await.
+//! - Slow consumers: when a subscriber's queue is full, the message is **not**
+//!   dropped silently: the connection is marked slow and told
+//!   `reconnect`/`slow_consumer`, then closed; it resumes from history with
+//!   the last id it saw. Others are unaffected, because nothing waits on it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use slab::Slab;
+use tokio::sync::{mpsc, Notify};
+
+use crate::broker::{Broker, BrokerError, Sink};
+use crate::message::{Channel, Message, MessageId};
+use crate::metrics::Metrics;
+
+const SHARDS: usize = 64;
+
+/// Why a connection is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kick {
+    /// Its outbound queue overflowed.
+    SlowConsumer = 1,
+}
+
+/// The part of a connection the hub sees: its queue and its kick signal.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Unique per node, for logs and `welcome`.
+    pub id: u64,
+    /// The bounded outbound queue (`outbound_queue` messages).
+    tx: mpsc::Sender<Arc<Message>>,
+    /// Non-zero once kicked; the first reason wins.
+    kick: AtomicU8,
+    /// Wakes the connection task when kicked.
+    kicked: Notify,
+    /// The token's `sub`, shown by presence.
+    pub user: Option<Arc<str>>,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ConnShared {
+    /// A new connection with a queue of `queue` messages.
+    pub fn new(
+        queue: usize,
+        user: Option<Arc<str>>,
+    ) -> (Arc<ConnShared>, mpsc::Receiver<Arc<Message>>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        (
+            Arc::new(ConnShared {
+                id,
+                tx,
+                kick: AtomicU8::new(0),
+                kicked: Notify::new(),
+                user,
+            }),
+            rx,
+        )
+    }
+
+    /// Marks the connection for closing and wakes every waiter of
+    /// [`ConnShared::kicked`]; the first reason wins.
+    pub fn kick(&self, why: Kick) {
+        if self
+            .kick
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.kicked.notify_waiters();
+        }
+    }
+
+    /// Resolves once the connection was kicked, with the reason. Several
+    /// waiters may exist at once (the main loop and a pending write).
+    pub async fn kicked(&self) -> Kick {
+        loop {
+            let notified = self.kicked.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a kick in between is not missed.
+            notified.as_mut().enable();
+            if self.kick.load(Ordering::Acquire) == Kick::SlowConsumer as u8 {
+                return Kick::SlowConsumer;
+            }
+            notified.await;
+        }
+    }
+}
+
+type Ready = Shared<BoxFuture<'static, Result<(), BrokerError>>>;
+
+/// One channel's local subscribers.
+struct Entry {
+    state: Mutex<EntryState>,
+    /// Resolves when the broker subscription is live.
+    ready: Ready,
+}
+
+struct EntryState {
+    subs: Slab<Arc<ConnShared>>,
+    /// Newest id fanned out: the broker may repeat itself after a reconnect.
+    last: MessageId,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere; the maps stay consistent
+    // because every critical section is a few non-panicking operations.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One lock's share of the channel map.
+type Shard = Mutex<HashMap<Channel, Arc<Entry>>>;
+
+/// The channel → local subscribers map; the broker's [`Sink`].
+pub struct Registry {
+    shards: Box<[Shard]>,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Registry> {
+        Arc::new(Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            metrics,
+        })
+    }
+
+    fn shard(&self, channel: &str) -> MutexGuard<'_, HashMap<Channel, Arc<Entry>>> {
+        let mut h = DefaultHasher::new();
+        channel.hash(&mut h);
+        lock(&self.shards[(h.finish() as usize) % SHARDS])
+    }
+
+    fn entry(&self, channel: &str) -> Option<Arc<Entry>> {
+        self.shard(channel).get(channel).cloned()
+    }
+
+    /// Channels with local subscribers now.
+    pub fn channels(&self) -> Vec<Channel> {
+        self.shards
+            .iter()
+            .flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+impl Sink for Registry {
+    fn deliver(&self, msg: Arc<Message>) {
+        let Some(entry) = self.entry(&msg.channel) else {
+            return;
+        };
+        let mut st = lock(&entry.state);
+        if msg.id <= st.last {
+            return;
+        }
+        st.last = msg.id;
+        for (_, conn) in st.subs.iter() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(msg.clone()) {
+                if conn.kick.load(Ordering::Relaxed) == 0 {
+                    self.metrics.slow_consumer_disconnects.inc();
+                }
+                conn.kick(Kick::SlowConsumer);
+            }
+        }
+    }
+}
+
+/// The hub: registry plus broker.
+pub struct Hub {
+    pub registry: Arc<Registry>,
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// Adds `conn` to `channel`'s subscribers; subscribes at the broker if it
+    /// is the first. Returns the slot and the broker readiness to await.
+    fn register(&self, channel: &Channel, conn: &Arc<ConnShared>) -> (usize, Ready) {
+        let mut shard = self.registry.shard(channel);
+        let entry = shard
+            .entry(channel.clone())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    state: Mutex::new(EntryState {
+                        subs: Slab::new(),
+                        last: MessageId::ZERO,
+                    }),
+                    // Queued while the shard lock is held, so it cannot
+                    // overtake an unsubscribe of the same channel.
+                    ready: self.broker.subscribe(channel).shared(),
+                })
+            })
+            .clone();
+        let key = lock(&entry.state).subs.insert(conn.clone());
+        (key, entry.ready.clone())
+    }
+
+    fn unregister(&self, channel: &Channel, key: usize) {
+        let mut shard = self.registry.shard(channel);
+        let Some(entry) = shard.get(channel).cloned() else {
+            return;
+        };
+        let mut st = lock(&entry.state);
+        if st.subs.contains(key) {
+            st.subs.remove(key);
+        }
+        if st.subs.is_empty() {
+            shard.remove(channel);
+            self.broker.unsubscribe(channel);
+        }
+    }
+
+    /// Connections (and their users) subscribed to `channel` on this node.
+    pub fn presence(&self, channel: &str) -> (usize, Vec<Arc<str>>) {
+        let Some(entry) = self.registry.entry(channel) else {
+            return (0, Vec::new());
+        };
+        let st = lock(&entry.state);
+        let mut users: Vec<Arc<str>> = st.subs.iter().filter_map(|(_, c)| c.user.clone()).collect();
+        users.sort();
+        users.dedup();
+        (st.subs.len(), users)
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("already subscribed to this channel")]
+    AlreadySubscribed,
+    #[error("a connection may hold at most {0} subscriptions")]
+    TooManyChannels(usize),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// The outcome of a subscription.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// False when `since` was older than retained history (a gap).
+    pub recovered: bool,
+    /// Retained messages after `since`, to send before live ones.
+    pub messages: Vec<Arc<Message>>,
+    /// The position the subscription starts from (after `messages`).
+    pub position: MessageId,
+}
+
+/// One subscription of a connection.
+#[derive(Debug)]
+struct Sub {
+    channel: Channel,
+    /// Slot in the channel's subscriber slab.
+    key: usize,
+    /// Newest id sent: older or equal ids are duplicates.
+    last: MessageId,
+}
+
+/// A connection's subscriptions, shared by both transports. Dropping it
+/// unsubscribes everything.
+pub struct Session {
+    hub: Arc<Hub>,
+    /// What the hub sees of this connection.
+    pub shared: Arc<ConnShared>,
+    /// A few channels per connection: a vector beats a map here.
+    subs: Vec<Sub>,
+    max_channels: usize,
+}
+
+impl Session {
+    pub fn new(hub: Arc<Hub>, shared: Arc<ConnShared>, max_channels: usize) -> Session {
+        Session {
+            hub,
+            shared,
+            subs: Vec::new(),
+            max_channels,
+        }
+    }
+
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.subs.iter().any(|s| &*s.channel == channel)
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Subscribes: live delivery is registered **before** history is read,
+    /// so every message after `since` is in the history page, in the queue,
+    /// or both — and [`Session::accept`] drops the "both".
+    pub async fn subscribe(
+        &mut self,
+        channel: Channel,
+        since: Option<MessageId>,
+    ) -> Result<Subscribed, SubscribeError> {
+        if self.is_subscribed(&channel) {
+            return Err(SubscribeError::AlreadySubscribed);
+        }
+        if self.subs.len() >= self.max_channels {
+            return Err(SubscribeError::TooManyChannels(self.max_channels));
+        }
+        let (key, ready) = self.hub.register(&channel, &self.shared);
+        // Until the history is read, queued live messages of this channel are
+        // held back by `last = MAX`.
+        self.subs.push(Sub {
+            channel: channel.clone(),
+            key,
+            last: MessageId::new(u64::MAX, u64::MAX),
+        });
+        self.hub.metrics.subscriptions.inc();
+        let result = async {
+            ready.await?;
+            let limit = if since.is_some() { usize::MAX } else { 0 };
+            self.hub.broker.read(channel.clone(), since, limit).await
+        }
+        .await;
+        match result {
+            Ok(history) => {
+                let last = history
+                    .messages
+                    .last()
+                    .map_or(history.position, |m| m.id.max(history.position));
+                if let Some(sub) = self.subs.iter_mut().find(|s| s.channel == channel) {
+                    sub.last = last;
+                }
+                Ok(Subscribed {
+                    recovered: history.recovered,
+                    messages: history.messages,
+                    position: last,
+                })
+            }
+            Err(e) => {
+                self.unsubscribe(&channel);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes a subscription; false if there was none.
+    pub fn unsubscribe(&mut self, channel: &str) -> bool {
+        let Some(i) = self.subs.iter().position(|s| &*s.channel == channel) else {
+            return false;
+        };
+        let sub = self.subs.swap_remove(i);
+        self.hub.unregister(&sub.channel, sub.key);
+        self.hub.metrics.subscriptions.dec();
+        true
+    }
+
+    /// Whether a queued message should be sent: subscribed and not seen.
+    /// Records it as seen.
+    pub fn accept(&mut self, msg: &Message) -> bool {
+        match self.subs.iter_mut().find(|s| s.channel == msg.channel) {
+            Some(sub) if msg.id > sub.last => {
+                sub.last = msg.id;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The newest id sent on `channel`.
+    pub fn position(&self, channel: &str) -> Option<MessageId> {
+        self.subs
+            .iter()
+            .find(|s| &*s.channel == channel)
+            .map(|s| s.last)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for sub in self.subs.drain(..) {
+            self.hub.unregister(&sub.channel, sub.key);
+            self.hub.metrics.subscriptions.dec();
+        }
+    }
+}

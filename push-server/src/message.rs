@@ -1,0 +1,308 @@
+//! Channels, message ids and the pre-encoded message every subscriber shares.
+//!
+//! A [`Message`] is encoded once, when it enters the node (published here or
+//! received from the broker): the WebSocket frame and the SSE event are built
+//! then, and every subscriber gets an `Arc` clone of the same bytes.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Longest channel name accepted (SPEC §2).
+pub const MAX_CHANNEL_LEN: usize = 128;
+
+/// A validated channel name, cheap to clone.
+pub type Channel = Arc<str>;
+
+/// Why a channel name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error("channel name is empty")]
+    Empty,
+    #[error("channel name is longer than {MAX_CHANNEL_LEN} characters")]
+    TooLong,
+    #[error("channel name {0:?} may only contain A-Z a-z 0-9 _ . : @ -")]
+    BadChar(String),
+}
+
+/// Checks a channel name against SPEC §2: 1–128 chars of `[A-Za-z0-9_.:@-]`.
+pub fn validate_channel(name: &str) -> Result<(), ChannelError> {
+    if name.is_empty() {
+        return Err(ChannelError::Empty);
+    }
+    if name.len() > MAX_CHANNEL_LEN {
+        return Err(ChannelError::TooLong);
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'))
+    {
+        return Err(ChannelError::BadChar(
+            name.chars().take(MAX_CHANNEL_LEN).collect(),
+        ));
+    }
+    Ok(())
+}
+
+/// A message id, `<ms>-<seq>` as in Redis streams, ordered as a `(ms, seq)` pair.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MessageId {
+    /// Milliseconds since the Unix epoch when the id was assigned.
+    pub ms: u64,
+    /// Sequence number within that millisecond.
+    pub seq: u64,
+}
+
+impl MessageId {
+    pub const ZERO: MessageId = MessageId { ms: 0, seq: 0 };
+
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        MessageId { ms, seq }
+    }
+
+    /// The next id after `self` at wall-clock time `now_ms`: a clock that
+    /// stepped backwards never produces a smaller id.
+    pub fn next_at(self, now_ms: u64) -> MessageId {
+        if now_ms > self.ms {
+            MessageId { ms: now_ms, seq: 0 }
+        } else {
+            MessageId {
+                ms: self.ms,
+                seq: self.seq + 1,
+            }
+        }
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A string that is not `<ms>-<seq>` with two decimal numbers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message id must look like <ms>-<seq>, e.g. 1732800000000-0")]
+pub struct IdError;
+
+impl FromStr for MessageId {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let (ms, seq) = s.split_once('-').ok_or(IdError)?;
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(IdError);
+        }
+        Ok(MessageId {
+            ms: ms.parse().map_err(|_| IdError)?,
+            seq: seq.parse().map_err(|_| IdError)?,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Prefix of every pre-encoded SSE message event (the `id:` line, which is
+/// per connection, is written before it).
+const SSE_PREFIX: &[u8] = b"event: message\ndata: ";
+/// Prefix of the WebSocket `message` frame; the rest is the envelope minus `{`.
+const WS_PREFIX: &[u8] = b"{\"type\":\"message\",";
+
+/// One published message, encoded once for every transport.
+#[derive(Debug)]
+pub struct Message {
+    /// The channel it was published to.
+    pub channel: Channel,
+    /// Its id, unique and increasing within the channel.
+    pub id: MessageId,
+    /// When this node accepted or received it, for the delivery latency metric.
+    pub accepted: Instant,
+    /// `{"type":"message","channel":…,"id":…,"data":…}`, shared by all WS subscribers.
+    ws_frame: Utf8Bytes,
+    /// `event: message\ndata: <envelope>\n\n`, shared by all SSE subscribers.
+    sse_event: Bytes,
+}
+
+impl Message {
+    /// Builds a message from `data`, which must be one compact JSON value
+    /// (no raw newlines: [`compact_json`] or a serializer guarantees it).
+    pub fn new(channel: Channel, id: MessageId, data: &[u8], accepted: Instant) -> Message {
+        let mut envelope = BytesMut::with_capacity(channel.len() + data.len() + 48);
+        envelope.put_slice(b"{\"channel\":\"");
+        envelope.put_slice(channel.as_bytes());
+        envelope.put_slice(b"\",\"id\":\"");
+        envelope.put_slice(id.to_string().as_bytes());
+        envelope.put_slice(b"\",\"data\":");
+        envelope.put_slice(data);
+        envelope.put_u8(b'}');
+
+        let mut ws = BytesMut::with_capacity(WS_PREFIX.len() + envelope.len());
+        ws.put_slice(WS_PREFIX);
+        ws.put_slice(&envelope[1..]);
+        let ws_frame = Utf8Bytes::try_from(ws.freeze())
+            .unwrap_or_else(|_| Utf8Bytes::from("{\"type\":\"message\"}"));
+
+        let mut sse = BytesMut::with_capacity(SSE_PREFIX.len() + envelope.len() + 2);
+        sse.put_slice(SSE_PREFIX);
+        sse.put_slice(&envelope);
+        sse.put_slice(b"\n\n");
+        Message {
+            channel,
+            id,
+            accepted,
+            ws_frame,
+            sse_event: sse.freeze(),
+        }
+    }
+
+    /// The WebSocket text frame payload (cheap clone of shared bytes).
+    pub fn ws_frame(&self) -> &Utf8Bytes {
+        &self.ws_frame
+    }
+
+    /// The SSE event without its `id:` line (shared bytes).
+    pub fn sse_event(&self) -> &Bytes {
+        &self.sse_event
+    }
+
+    /// The envelope JSON `{"channel","id","data"}` (shared bytes).
+    pub fn envelope(&self) -> Bytes {
+        self.sse_event
+            .slice(SSE_PREFIX.len()..self.sse_event.len() - 2)
+    }
+
+    /// The `data` JSON value.
+    pub fn data(&self) -> &[u8] {
+        let env = &self.sse_event[SSE_PREFIX.len()..self.sse_event.len() - 2];
+        let start = b"{\"channel\":\"".len() + self.channel.len() + b"\",\"id\":\"".len();
+        let id_len = env[start..].iter().position(|&b| b == b'"').unwrap_or(0);
+        &env[start + id_len + b"\",\"data\":".len()..env.len() - 1]
+    }
+}
+
+/// Removes insignificant whitespace from valid JSON text, so that a message
+/// never holds a raw newline (SSE `data:` lines) and is as small as possible.
+/// The input must already be valid JSON.
+pub fn compact_json(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_print_and_order() {
+        let a: MessageId = "1732800000000-0".parse().unwrap();
+        let b: MessageId = "1732800000000-1".parse().unwrap();
+        let c: MessageId = "1732800000001-0".parse().unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(a.to_string(), "1732800000000-0");
+        for bad in [
+            "",
+            "1",
+            "-1",
+            "1-",
+            "a-1",
+            "1-1-1",
+            "1 -1",
+            "+1-1",
+            "99999999999999999999999-0",
+        ] {
+            assert!(bad.parse::<MessageId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn next_id_is_monotonic_even_if_the_clock_steps_back() {
+        let a = MessageId::new(100, 5);
+        assert_eq!(a.next_at(100), MessageId::new(100, 6));
+        assert_eq!(a.next_at(99), MessageId::new(100, 6));
+        assert_eq!(a.next_at(101), MessageId::new(101, 0));
+    }
+
+    #[test]
+    fn channel_names() {
+        assert!(validate_channel("news").is_ok());
+        assert!(validate_channel("user:42@x.y-z_").is_ok());
+        assert!(validate_channel(&"a".repeat(128)).is_ok());
+        assert_eq!(
+            validate_channel(&"a".repeat(129)),
+            Err(ChannelError::TooLong)
+        );
+        assert_eq!(validate_channel(""), Err(ChannelError::Empty));
+        for bad in ["a b", "a/b", "ä", "a,b", "a*", "a\n"] {
+            assert!(
+                matches!(validate_channel(bad), Err(ChannelError::BadChar(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn encodings_share_one_envelope() {
+        let m = Message::new(
+            "news".into(),
+            MessageId::new(7, 1),
+            br#"{"a":[1,2]}"#,
+            Instant::now(),
+        );
+        assert_eq!(
+            &m.envelope()[..],
+            br#"{"channel":"news","id":"7-1","data":{"a":[1,2]}}"#
+        );
+        assert_eq!(
+            m.ws_frame().as_str(),
+            r#"{"type":"message","channel":"news","id":"7-1","data":{"a":[1,2]}}"#
+        );
+        assert_eq!(&m.sse_event()[..], b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
+        assert_eq!(m.data(), br#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn compaction_keeps_strings() {
+        let src = b"{ \"a\" : \"x y\\\" \\n z\" ,\n\r\t\"b\": [1, 2] }";
+        assert_eq!(
+            compact_json(src),
+            b"{\"a\":\"x y\\\" \\n z\",\"b\":[1,2]}".to_vec()
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The node: shared state, admission of connections, the router, start-up
+//! and the graceful drain.
+//!
+//! axum's graceful shutdown does not wait for upgraded WebSocket tasks, so
+//! every WebSocket and SSE connection holds a [`ConnPermit`], which carries a
+//! token of our own [`TaskTracker`]: the drain waits for the tracker, not
+//! for axum.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::api;
+use crate::auth::{Auth, AuthConfigError};
+use crate::broker::memory::MemoryBroker;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::hub::{Hub, Registry};
+use crate::metrics::{Metrics, Transport};
+use crate::transport;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    #[error("{0} is not supported by this build yet (the Redis broker is tracked in issue 3)")]
+    Unsupported(&'static str),
+}
+
+/// State shared by every handler and connection of the node.
+pub struct App {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    /// Set on SIGTERM: readiness 503, new connections 503.
+    draining: AtomicBool,
+    /// Cancelled when the drain starts; connections then pick their moment.
+    drain: CancellationToken,
+    /// Every open WebSocket/SSE connection holds a token of it.
+    tracker: TaskTracker,
+    /// Open WebSocket + SSE connections, for `max_connections`.
+    connections: AtomicUsize,
+}
+
+/// A connection's admission: released (and counted down) on drop.
+pub struct ConnPermit {
+    app: Arc<App>,
+    transport: Transport,
+    _token: TaskTrackerToken,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Ordering::Relaxed);
+        self.app.metrics.transport(self.transport).connections.dec();
+    }
+}
+
+impl App {
+    /// Admits a new client connection or says why not (503 when draining or
+    /// full, with `Retry-After`).
+    pub fn admit(self: &Arc<Self>, transport: Transport) -> Result<ConnPermit, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::draining());
+        }
+        let open = self.connections.fetch_add(1, Ordering::Relaxed);
+        if open >= self.config.max_connections {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!(
+                    "this node holds its maximum of {} connections",
+                    self.config.max_connections
+                ),
+            )
+            .retry_after(1));
+        }
+        let m = self.metrics.transport(transport);
+        m.connections.inc();
+        m.opened.inc();
+        Ok(ConnPermit {
+            app: self.clone(),
+            transport,
+            _token: self.tracker.token(),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts the drain (SIGTERM): readiness goes 503 and every connection is
+    /// told to reconnect at a random moment within the drain period.
+    pub fn start_drain(&self) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            tracing::info!(period = ?self.config.drain_period, "draining");
+            self.drain.cancel();
+        }
+    }
+
+    /// Resolves when this connection should be told `reconnect`/`draining`:
+    /// a uniform moment within 80 % of the drain period, so reconnects are
+    /// spread and the last ones still have time to leave.
+    pub fn drain_notice(&self) -> impl Future<Output = ()> + Send + 'static {
+        let token = self.drain.clone();
+        let period = self.config.drain_period.mul_f64(0.8);
+        async move {
+            token.cancelled().await;
+            let delay = period.mul_f64(rand::rng().random::<f64>());
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// When a connection opened now must be asked to reconnect
+    /// (`max_connection_lifetime` ± 10 %), if ever.
+    pub fn lifetime_deadline(&self) -> Option<Instant> {
+        self.config.max_connection_lifetime.0.map(|life| {
+            let jitter = rand::rng().random_range(0.9..1.1);
+            Instant::now() + life.mul_f64(jitter)
+        })
+    }
+
+    /// A `retry_ms` hint that spreads reconnects.
+    pub fn retry_ms(&self) -> u64 {
+        rand::rng().random_range(500..2500)
+    }
+}
+
+/// A running node.
+pub struct Server {
+    pub app: Arc<App>,
+    addr: SocketAddr,
+    http: JoinHandle<std::io::Result<()>>,
+    stop_http: CancellationToken,
+}
+
+impl Server {
+    /// Binds the port, builds the broker and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        if config.redis_url.is_some() {
+            return Err(StartError::Unsupported("--redis-url"));
+        }
+        if !config.redis_sentinel.is_empty() {
+            return Err(StartError::Unsupported("--redis-sentinel"));
+        }
+        if !config.redis_cluster.is_empty() {
+            return Err(StartError::Unsupported("--redis-cluster"));
+        }
+        let auth = Auth::from_config(&config)?;
+        if !auth.enabled() {
+            tracing::warn!("auth is off: any client may subscribe and publish to any channel (set --jwt-secret or --jwt-public-key)");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(metrics.clone());
+        let broker: Arc<dyn Broker> =
+            MemoryBroker::new(registry.clone(), config.history_size, config.history_ttl);
+        metrics.broker_up.set(1);
+        let hub = Arc::new(Hub {
+            registry,
+            broker,
+            metrics: metrics.clone(),
+        });
+
+        let user_timeout = config.idle_timeout;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let listener = listener.tap_io(move |tcp| {
+            // Writes stuck unacknowledged by the peer for this long fail, so a
+            // client that stops reading cannot pin a connection forever.
+            let sock = socket2::SockRef::from(&*tcp);
+            let _ = sock.set_tcp_nodelay(true);
+            let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+        });
+
+        let app = Arc::new(App {
+            config,
+            hub,
+            metrics,
+            auth,
+            draining: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+        });
+        let stop_http = CancellationToken::new();
+        let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let http = tokio::spawn(
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(%addr, "push-server listening");
+        Ok(Server {
+            app,
+            addr,
+            http,
+            stop_http,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drains (see [`App::start_drain`]), waits until every connection left
+    /// or the drain period passed, then stops the HTTP server.
+    pub async fn shutdown(self) {
+        self.app.start_drain();
+        self.app.tracker.close();
+        let period = self.app.config.drain_period;
+        if tokio::time::timeout(period, self.app.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.app.connections.load(Ordering::Relaxed),
+                "drain period over; closing the rest"
+            );
+        }
+        self.stop_http.cancel();
+        // In-flight API requests finish; keep-alive connections are closed.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        tracing::info!("stopped");
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    let batch_limit = (16 * app.config.max_message_bytes).max(1 << 20);
+    let api = Router::new()
+        .route(
+            "/api/v1/channels/{channel}/messages",
+            post(api::publish_one)
+                .get(api::history)
+                .layer(DefaultBodyLimit::max(app.config.max_message_bytes)),
+        )
+        .route("/api/v1/channels/{channel}/presence", get(api::presence))
+        .route(
+            "/api/v1/publish",
+            post(api::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        .route("/sse", get(transport::sse::handler));
+    let cors = cors(&app.config.allowed_origins);
+    Router::new()
+        .merge(api)
+        .route("/ws", get(transport::ws::handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this path",
+            )
+        })
+        .with_state(app)
+        // Outermost, so that preflight requests never reach routing.
+        .layer(cors)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+use axum::http::HeaderName;
+
+/// Whether a browser `Origin` may connect (WebSocket handshake; CORS does
+/// the same for HTTP). Non-browser clients send no Origin and are allowed.
+pub fn origin_allowed(origins: &[String], headers: &HeaderMap) -> bool {
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin)),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_draining() {
+        return ApiError::draining().into_response();
+    }
+    if !app.hub.broker.is_up() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            "the broker is unreachable",
+        )
+        .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ready"}"#,
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    app.metrics.broker_up.set(app.hub.broker.is_up() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+}

@@ -1,0 +1,32 @@
+//! Client transports: WebSocket ([`ws`]) and Server-Sent Events ([`sse`]).
+//! Both admit the connection, open a [`crate::hub::Session`] and write the
+//! pre-encoded messages that arrive in its bounded queue.
+
+pub mod cursor;
+pub mod sse;
+pub mod ws;
+
+use crate::error::ApiError;
+use crate::message::{validate_channel, Channel};
+
+/// Most messages written in one batch (one socket write) per connection.
+pub const WRITE_BATCH: usize = 64;
+
+/// Parses `channels=a,b` (empty entries ignored, duplicates removed, order
+/// kept) and checks names and count.
+pub fn parse_channels(list: Option<&str>, max: usize) -> Result<Vec<Channel>, ApiError> {
+    let mut out: Vec<Channel> = Vec::new();
+    for name in list.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
+        validate_channel(name)?;
+        if !out.iter().any(|c| &**c == name) {
+            out.push(name.into());
+        }
+    }
+    if out.len() > max {
+        return Err(ApiError::bad_request(
+            "too_many_channels",
+            format!("a connection may hold at most {max} subscriptions"),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,530 @@
+//! The WebSocket transport (SPEC §5).
+//!
+//! One task per connection owns the socket and loops over: kicks (slow
+//! consumer), client frames, its outbound queue, timers (Ping, idle,
+//! lifetime) and the drain. Every await point keeps the others flowing:
+//! writes are bounded by `idle_timeout`, so a client that stops reading is
+//! closed instead of pinning the task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use super::{parse_channels, WRITE_BATCH};
+use crate::api::too_large;
+use crate::auth::{bearer, Principal};
+use crate::error::ApiError;
+use crate::hub::{ConnShared, Kick, Session, SubscribeError};
+use crate::message::{compact_json, validate_channel, Channel, Message, MessageId};
+use crate::metrics::Transport;
+use crate::server::{origin_allowed, App, ConnPermit};
+
+/// Initial tungstenite read buffer: small, because most clients send little
+/// (tungstenite's default is 128 KiB per connection).
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes; we flush after each batch anyway.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// `GET /ws?channels=a,b&token=…`
+pub async fn handler(
+    State(app): State<Arc<App>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match prepare(&app, &query, &headers) {
+        Err(e) => e.into_response(),
+        Ok((channels, principal)) => {
+            let upgrade = match upgrade {
+                Ok(u) => u,
+                Err(e) => {
+                    return ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "websocket_required",
+                        e.body_text(),
+                    )
+                    .into_response()
+                }
+            };
+            let permit = match app.admit(Transport::Ws) {
+                Ok(p) => p,
+                Err(e) => return e.into_response(),
+            };
+            let max = app.config.max_message_bytes + 1024;
+            upgrade
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(WRITE_BUFFER)
+                .max_write_buffer_size(WRITE_BUFFER + 2 * max)
+                .max_message_size(max)
+                .max_frame_size(max)
+                .on_upgrade(move |socket| run(app, socket, channels, principal, permit))
+        }
+    }
+}
+
+fn prepare(
+    app: &Arc<App>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(Vec<Channel>, Principal), ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::draining());
+    }
+    if !origin_allowed(&app.config.allowed_origins, headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this Origin is not allowed",
+        ));
+    }
+    let channels = parse_channels(
+        query.get("channels").map(String::as_str),
+        app.config.max_channels_per_connection,
+    )?;
+    let principal = app
+        .auth
+        .subscriber(bearer(query.get("token").map(String::as_str), headers));
+    Ok((channels, principal))
+}
+
+/// Client → server frames, read field by field: `data` stays raw JSON
+/// (serde's tagged enums cannot hold a `RawValue`).
+#[derive(Deserialize)]
+struct ClientFrame<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    ack: bool,
+    #[serde(default, borrow)]
+    data: Data<'a>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<String>,
+}
+
+/// A `data` member, `null` included.
+#[derive(Default)]
+struct Data<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|raw| Data(Some(raw)))
+    }
+}
+
+/// Why the loop ended.
+enum End {
+    /// The peer closed, vanished or broke the protocol: nothing more to say.
+    Gone,
+    /// We close with a frame.
+    Close(u16, &'static str),
+}
+
+struct Conn {
+    app: Arc<App>,
+    socket: WebSocket,
+    session: Session,
+    principal: Principal,
+    /// Last time the client sent anything (frame or Pong).
+    last_seen: Instant,
+    /// Bound on every write: a client that does not read for this long is gone.
+    write_timeout: Duration,
+}
+
+async fn run(
+    app: Arc<App>,
+    socket: WebSocket,
+    channels: Vec<Channel>,
+    principal: Principal,
+    permit: ConnPermit,
+) {
+    let (shared, rx) = ConnShared::new(app.config.outbound_queue, principal.user.clone());
+    let session = Session::new(
+        app.hub.clone(),
+        shared.clone(),
+        app.config.max_channels_per_connection,
+    );
+    let mut conn = Conn {
+        write_timeout: app.config.idle_timeout,
+        app,
+        socket,
+        session,
+        principal,
+        last_seen: Instant::now(),
+    };
+    let end = conn.serve(shared, rx, channels).await;
+    if let End::Close(code, reason) = end {
+        let frame = WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.socket.send(frame)).await;
+    }
+    drop(conn);
+    drop(permit);
+}
+
+impl Conn {
+    async fn serve(
+        &mut self,
+        shared: Arc<ConnShared>,
+        mut rx: mpsc::Receiver<Arc<Message>>,
+        channels: Vec<Channel>,
+    ) -> End {
+        let welcome = json!({
+            "type": "welcome",
+            "connection_id": shared.id.to_string(),
+            "heartbeat_ms": self.app.config.heartbeat.as_millis() as u64,
+        });
+        if self.send_json(welcome).await.is_err() {
+            return End::Gone;
+        }
+        for channel in channels {
+            if let Err(end) = self.subscribe(channel, None, false).await {
+                return end;
+            }
+        }
+
+        let heartbeat = self.app.config.heartbeat;
+        let idle = self.app.config.idle_timeout;
+        let mut next_ping = Instant::now() + heartbeat;
+        let lifetime = self.app.lifetime_deadline();
+        let drain = self.app.drain_notice();
+        tokio::pin!(drain);
+        let kicked = shared.kicked();
+        tokio::pin!(kicked);
+
+        loop {
+            let idle_at = self.last_seen + idle;
+            let wake = lifetime.map_or(next_ping.min(idle_at), |l| next_ping.min(idle_at).min(l));
+            tokio::select! {
+                biased;
+                Kick::SlowConsumer = &mut kicked => {
+                    self.reconnect("slow_consumer").await;
+                    return End::Close(1013, "slow consumer");
+                }
+                frame = self.socket.recv() => {
+                    let Some(Ok(frame)) = frame else { return End::Gone };
+                    self.last_seen = Instant::now();
+                    match frame {
+                        WsMessage::Text(text) => {
+                            if let Err(end) = self.on_text(&text).await {
+                                return end;
+                            }
+                        }
+                        WsMessage::Binary(_) => {
+                            if self.error("invalid_frame", "binary frames are not supported: send JSON text frames", None).await.is_err() {
+                                return End::Gone;
+                            }
+                        }
+                        WsMessage::Close(_) => return End::Gone,
+                        // tungstenite answers Pings itself; both count as activity.
+                        WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                    }
+                }
+                Some(first) = rx.recv() => {
+                    if self.deliver(first, &mut rx).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                () = &mut drain => {
+                    self.reconnect("draining").await;
+                    return End::Close(1001, "draining");
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= idle_at {
+                        return End::Close(1000, "idle timeout");
+                    }
+                    if lifetime.is_some_and(|l| now >= l) {
+                        self.reconnect("max_lifetime").await;
+                        return End::Close(1001, "max lifetime");
+                    }
+                    if now >= next_ping {
+                        next_ping = now + heartbeat;
+                        if self.write(WsMessage::Ping(Default::default())).await.is_err() {
+                            return End::Gone;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is already queued, in one flush.
+    async fn deliver(
+        &mut self,
+        first: Arc<Message>,
+        rx: &mut mpsc::Receiver<Arc<Message>>,
+    ) -> Result<(), ()> {
+        let mut batch = Vec::with_capacity(8);
+        if self.session.accept(&first) {
+            batch.push(first);
+        }
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(m) if self.session.accept(&m) => batch.push(m),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.write_messages(&batch).await
+    }
+
+    async fn write_messages(&mut self, batch: &[Arc<Message>]) -> Result<(), ()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let socket = &mut self.socket;
+        let write = async {
+            for m in batch {
+                socket.feed(WsMessage::Text(m.ws_frame().clone())).await?;
+            }
+            socket.flush().await
+        };
+        let shared = self.session.shared.clone();
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(self.write_timeout, write) => r,
+            // A write stuck behind a full socket must not outlive a kick.
+            _ = shared.kicked() => return Err(()),
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                let metrics = &self.app.metrics;
+                metrics.ws.delivered.inc_by(batch.len() as u64);
+                let now = Instant::now();
+                for m in batch {
+                    metrics
+                        .delivery_latency
+                        .observe(now.duration_since(m.accepted).as_secs_f64());
+                }
+                Ok(())
+            }
+            _ => Err(()),
+        }
+    }
+
+    async fn write(&mut self, msg: WsMessage) -> Result<(), ()> {
+        match tokio::time::timeout(self.write_timeout, self.socket.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    async fn send_json(&mut self, value: serde_json::Value) -> Result<(), ()> {
+        self.write(WsMessage::Text(Utf8Bytes::from(value.to_string())))
+            .await
+    }
+
+    async fn error(&mut self, code: &str, message: &str, channel: Option<&str>) -> Result<(), ()> {
+        let mut frame = json!({"type": "error", "code": code, "message": message});
+        if let Some(ch) = channel {
+            frame["channel"] = json!(ch);
+        }
+        self.send_json(frame).await
+    }
+
+    async fn reconnect(&mut self, reason: &str) {
+        let frame = json!({"type": "reconnect", "reason": reason, "retry_ms": self.app.retry_ms()});
+        // Best effort and short: a slow consumer may not read it at all.
+        let write = self
+            .socket
+            .send(WsMessage::Text(Utf8Bytes::from(frame.to_string())));
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let gone = |_| End::Gone;
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                let message = format!("expected a JSON object with a \"type\": {e}");
+                return self
+                    .error("invalid_frame", &message, None)
+                    .await
+                    .map_err(gone);
+            }
+        };
+        let channel = match (frame.kind.as_str(), frame.channel) {
+            ("ping", _) => return self.send_json(json!({"type": "pong"})).await.map_err(gone),
+            ("subscribe" | "unsubscribe" | "publish" | "ack", Some(ch)) => ch,
+            ("subscribe" | "unsubscribe" | "publish" | "ack", None) => {
+                return self
+                    .error("invalid_frame", "this frame needs a \"channel\"", None)
+                    .await
+                    .map_err(gone)
+            }
+            (other, _) => {
+                let message = format!("unknown frame type {other:?}");
+                return self
+                    .error("invalid_frame", &message, None)
+                    .await
+                    .map_err(gone);
+            }
+        };
+        match frame.kind.as_str() {
+            "subscribe" => {
+                if let Err(e) = validate_channel(&channel) {
+                    return self
+                        .error("invalid_channel", &e.to_string(), Some(&channel))
+                        .await
+                        .map_err(gone);
+                }
+                let since = match frame.since.as_deref().map(str::parse::<MessageId>) {
+                    None => None,
+                    Some(Ok(id)) => Some(id),
+                    Some(Err(e)) => {
+                        return self
+                            .error("invalid_since", &e.to_string(), Some(&channel))
+                            .await
+                            .map_err(gone)
+                    }
+                };
+                self.subscribe(channel.into(), since, frame.ack).await
+            }
+            "unsubscribe" => {
+                if self.session.unsubscribe(&channel) {
+                    self.send_json(json!({"type": "unsubscribed", "channel": channel}))
+                        .await
+                        .map_err(gone)
+                } else {
+                    self.error(
+                        "not_subscribed",
+                        "not subscribed to this channel",
+                        Some(&channel),
+                    )
+                    .await
+                    .map_err(gone)
+                }
+            }
+            "publish" => match frame.data.0 {
+                Some(data) => self.publish(channel, data).await.map_err(gone),
+                None => self
+                    .error("invalid_frame", "publish needs \"data\"", Some(&channel))
+                    .await
+                    .map_err(gone),
+            },
+            _ => self
+                .error(
+                    "invalid_frame",
+                    "no subscription of this connection asked for acknowledgements",
+                    Some(&channel),
+                )
+                .await
+                .map_err(gone),
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        channel: Channel,
+        since: Option<MessageId>,
+        ack: bool,
+    ) -> Result<(), End> {
+        let gone = |_| End::Gone;
+        if ack {
+            return self
+                .error(
+                    "not_supported",
+                    "acknowledged subscriptions (ack:true) are not available in this build yet",
+                    Some(&channel),
+                )
+                .await
+                .map_err(gone);
+        }
+        if !self.principal.may_subscribe(&channel) {
+            return self
+                .error(
+                    "forbidden",
+                    "the token does not grant this channel",
+                    Some(&channel),
+                )
+                .await
+                .map_err(gone);
+        }
+        match self.session.subscribe(channel.clone(), since).await {
+            Ok(sub) => {
+                let frame = json!({
+                    "type": "subscribed",
+                    "channel": &*channel,
+                    "recovered": sub.recovered,
+                    "position": sub.position.to_string(),
+                });
+                self.send_json(frame).await.map_err(gone)?;
+                self.write_messages(&sub.messages).await.map_err(gone)
+            }
+            Err(e) => {
+                let code = match e {
+                    SubscribeError::AlreadySubscribed => "already_subscribed",
+                    SubscribeError::TooManyChannels(_) => "too_many_channels",
+                    SubscribeError::Broker(_) => "broker_unavailable",
+                };
+                self.error(code, &e.to_string(), Some(&channel))
+                    .await
+                    .map_err(gone)
+            }
+        }
+    }
+
+    async fn publish(&mut self, channel: String, data: &RawValue) -> Result<(), ()> {
+        if let Err(e) = validate_channel(&channel) {
+            return self
+                .error("invalid_channel", &e.to_string(), Some(&channel))
+                .await;
+        }
+        if !self.principal.may_publish(&channel) {
+            return self
+                .error(
+                    "forbidden",
+                    "the token does not allow publishing here",
+                    Some(&channel),
+                )
+                .await;
+        }
+        let limit = self.app.config.max_message_bytes;
+        if data.get().len() > limit {
+            return self
+                .error(
+                    "message_too_large",
+                    &too_large(limit).message,
+                    Some(&channel),
+                )
+                .await;
+        }
+        let data = compact_json(data.get().as_bytes());
+        match self
+            .app
+            .hub
+            .broker
+            .publish(channel.as_str().into(), data.into())
+            .await
+        {
+            Ok(id) => {
+                self.app.metrics.published.inc();
+                self.send_json(
+                    json!({"type": "published", "channel": channel, "id": id.to_string()}),
+                )
+                .await
+            }
+            Err(e) => {
+                self.error("broker_unavailable", &e.to_string(), Some(&channel))
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: a real server on loopback, real WebSocket, SSE and
+//! HTTP clients. One test binary, one module per area.
+
+mod api;
+mod common;
+mod lifecycle;
+mod sse;
+mod ws;

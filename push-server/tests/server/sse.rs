@@ -1,0 +1,203 @@
+//! The SSE protocol (SPEC §6) with a real streaming HTTP client.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn retry_first_then_messages_with_cursor_ids() {
+    let s = start(&[]).await;
+    let mut sse = sse_connect(&s, "?channels=n1,n2", None).await;
+    let first = sse.next().await;
+    assert_eq!(first.retry, Some(2000), "the very first line is retry:");
+    let a = publish(&s, "n1", r#"{"x":1}"#).await;
+    let env = sse.next_message().await;
+    assert_eq!(env, json!({"channel": "n1", "id": a, "data": {"x": 1}}));
+    let cursor = sse.last_event_id.clone().unwrap();
+    assert!(
+        cursor.contains(&a),
+        "the cursor holds the position of n1: {cursor}"
+    );
+}
+
+#[tokio::test]
+async fn text_body_is_a_json_string() {
+    let s = start(&[]).await;
+    let mut sse = sse_connect(&s, "?channels=t", None).await;
+    let resp = client()
+        .post(s.http("/api/v1/channels/t/messages"))
+        .body("line1\nline2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sse.next_message().await["data"], "line1\nline2");
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_two_channels_without_gap_or_duplicate() {
+    let s = start(&["--history-size", "1000"]).await;
+    let mut accepted: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut cursor: Option<String> = None;
+    for round in 0..4 {
+        // Header on even rounds, query parameter on odd ones.
+        let mut sse = match (&cursor, round % 2) {
+            (Some(c), 1) => {
+                sse_connect(&s, &format!("?channels=sa,sb&lastEventId={c}"), None).await
+            }
+            (c, _) => sse_connect(&s, "?channels=sa,sb", c.as_deref()).await,
+        };
+        // Publish while connected, and between connections (below).
+        for i in 0..25 {
+            for ch in ["sa", "sb"] {
+                accepted
+                    .entry(ch)
+                    .or_default()
+                    .push(publish(&s, ch, &i.to_string()).await);
+            }
+        }
+        let want: usize = accepted.values().map(Vec::len).sum();
+        while seen.values().map(Vec::len).sum::<usize>() < want {
+            let env = sse.next_message().await;
+            seen.entry(env["channel"].as_str().unwrap().into())
+                .or_default()
+                .push(env["id"].as_str().unwrap().into());
+        }
+        cursor = sse.last_event_id.clone();
+        drop(sse);
+        for ch in ["sa", "sb"] {
+            accepted
+                .entry(ch)
+                .or_default()
+                .push(publish(&s, ch, "\"between\"").await);
+        }
+    }
+    for ch in ["sa", "sb"] {
+        let n = seen[ch].len();
+        assert_eq!(
+            seen[ch][..],
+            accepted[ch][..n],
+            "channel {ch}: every accepted id once, in order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unrecoverable_channel_gets_reset() {
+    let s = start(&["--history-size", "2"]).await;
+    let a0 = publish(&s, "ka", "0").await;
+    let b0 = publish(&s, "kb", "0").await;
+    for i in 1..5 {
+        publish(&s, "ka", &i.to_string()).await;
+    }
+    let b1 = publish(&s, "kb", "1").await;
+    let mut sse = sse_connect(&s, "?channels=ka,kb", Some(&format!("{a0},{b0}"))).await;
+    let mut resets = Vec::new();
+    let mut messages = Vec::new();
+    while messages.len() < 3 {
+        let ev = sse.next().await;
+        match ev.event.as_deref() {
+            Some("reset") => {
+                resets.push(serde_json::from_str::<Value>(&ev.data).unwrap()["channel"].clone())
+            }
+            Some("message") => messages.push(serde_json::from_str::<Value>(&ev.data).unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(resets, vec![json!("ka")], "kb is recoverable, ka is not");
+    let kb: Vec<_> = messages
+        .iter()
+        .filter(|m| m["channel"] == "kb")
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(kb, vec![json!(b1)]);
+}
+
+#[tokio::test]
+async fn id_only_event_lets_a_quiet_stream_resume() {
+    let s = start(&[]).await;
+    let mut sse = sse_connect(&s, "?channels=quiet", None).await;
+    sse.next().await; // retry
+    let ev = sse.next().await;
+    assert!(
+        ev.id.is_some() && ev.event.is_none() && ev.data.is_empty(),
+        "{ev:?}"
+    );
+    let cursor = ev.id.unwrap();
+    drop(sse);
+    let id = publish(&s, "quiet", "1").await;
+    let mut sse = sse_connect(&s, "?channels=quiet", Some(&cursor)).await;
+    assert_eq!(
+        sse.next_message().await["id"],
+        id,
+        "published while away, delivered on resume"
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_comments() {
+    let s = start(&["--sse-heartbeat", "100ms"]).await;
+    let mut sse = sse_connect(&s, "?channels=hb", None).await;
+    let mut pings = 0;
+    while pings < 3 {
+        let ev = sse.next().await;
+        if ev.comment && ev.data == "ping" {
+            pings += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sse_error_paths() {
+    let s = start(&["--max-channels-per-connection", "2"]).await;
+    let get = |q: &str, lei: Option<&str>| {
+        let mut r = client().get(s.http(&format!("/sse{q}")));
+        if let Some(l) = lei {
+            r = r.header("last-event-id", l);
+        }
+        r.send()
+    };
+    assert_eq!(
+        error_code(get("", None).await.unwrap(), 400).await,
+        "invalid_channel"
+    );
+    assert_eq!(
+        error_code(get("?channels=a%20b", None).await.unwrap(), 400).await,
+        "invalid_channel"
+    );
+    assert_eq!(
+        error_code(get("?channels=a,b,c", None).await.unwrap(), 400).await,
+        "too_many_channels"
+    );
+    assert_eq!(
+        error_code(get("?channels=a,b", Some("1-0")).await.unwrap(), 400).await,
+        "invalid_cursor"
+    );
+    assert_eq!(
+        error_code(
+            get("?channels=a&lastEventId=garbage", None).await.unwrap(),
+            400
+        )
+        .await,
+        "invalid_cursor"
+    );
+}
+
+#[tokio::test]
+async fn sse_lifetime_reconnect_event() {
+    let s = start(&["--max-connection-lifetime", "200ms"]).await;
+    let mut sse = sse_connect(&s, "?channels=l", None).await;
+    loop {
+        let ev = sse.next().await;
+        if ev.event.as_deref() == Some("reconnect") {
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            assert_eq!(v["reason"], "max_lifetime");
+            assert!(v["retry_ms"].as_u64().is_some());
+            break;
+        }
+    }
+    assert!(sse.ended().await);
+}
