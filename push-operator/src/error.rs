@@ -23,6 +23,9 @@ pub enum Error {
     /// An object lacks a field the API server always sets (name, namespace).
     #[error("object is missing {0}")]
     MissingField(&'static str),
+    /// Waited for a condition until a deadline (the boot step).
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// Local I/O (render input, boot config output).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -38,6 +41,7 @@ impl Error {
             Error::Yaml(_) => "yaml",
             Error::Redis { .. } => "redis",
             Error::MissingField(_) => "missing_field",
+            Error::Timeout(_) => "timeout",
             Error::Io(_) => "io",
         }
     }

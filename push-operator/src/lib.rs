@@ -16,9 +16,11 @@
 //!
 //! `render` implements `push-operator render`: objects as multi-document YAML.
 
+pub mod boot;
 pub mod crd;
 pub mod error;
 pub mod objects;
+pub mod redis_probe;
 pub mod render;
 pub mod topology;
 
