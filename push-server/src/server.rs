@@ -6,10 +6,11 @@
 //! token of our own [`TaskTracker`]: the drain waits for the tracker, not
 //! for axum.
 
+use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -64,17 +65,24 @@ pub struct App {
     tracker: TaskTracker,
     /// Open WebSocket + SSE connections, for `max_connections`.
     connections: AtomicUsize,
+    /// Open connections per client IP, when `max_connections_per_ip` is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A connection's admission: released (and counted down) on drop.
 pub struct ConnPermit {
     app: Arc<App>,
     transport: Transport,
+    /// Counted against `max_connections_per_ip`.
+    ip: Option<IpAddr>,
     _token: TaskTrackerToken,
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.app.release_ip(ip);
+        }
         self.app.connections.fetch_sub(1, Ordering::Relaxed);
         self.app.metrics.transport(self.transport).connections.dec();
     }
@@ -83,13 +91,37 @@ impl Drop for ConnPermit {
 impl App {
     /// Admits a new client connection or says why not (503 when draining or
     /// full, with `Retry-After`).
-    pub fn admit(self: &Arc<Self>, transport: Transport) -> Result<ConnPermit, ApiError> {
+    pub fn admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: IpAddr,
+    ) -> Result<ConnPermit, ApiError> {
         if self.is_draining() {
             return Err(ApiError::draining());
         }
+        let per_ip_cap = self.config.max_connections_per_ip;
+        let ip = if per_ip_cap > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(peer).or_insert(0);
+            if *n >= per_ip_cap {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections_from_ip",
+                    format!("at most {per_ip_cap} connections per client address"),
+                )
+                .retry_after(5));
+            }
+            *n += 1;
+            Some(peer)
+        } else {
+            None
+        };
         let open = self.connections.fetch_add(1, Ordering::Relaxed);
         if open >= self.config.max_connections {
             self.connections.fetch_sub(1, Ordering::Relaxed);
+            if let Some(ip) = ip {
+                self.release_ip(ip);
+            }
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_connections",
@@ -106,8 +138,19 @@ impl App {
         Ok(ConnPermit {
             app: self.clone(),
             transport,
+            ip,
             _token: self.tracker.token(),
         })
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -173,7 +216,10 @@ impl Server {
         }
         let auth = Auth::from_config(&config)?;
         if !auth.enabled() {
-            tracing::warn!("auth is off: any client may subscribe and publish to any channel (set --jwt-secret or --jwt-public-key)");
+            tracing::warn!("auth is off: any client may subscribe to any channel (set --jwt-secret or --jwt-public-key)");
+        }
+        if !auth.publish_protected() {
+            tracing::warn!("publishing is open to anyone (set --publish-key or a JWT key)");
         }
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(metrics.clone());
@@ -215,6 +261,7 @@ impl Server {
             drain: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
         });
         let stop_http = CancellationToken::new();
         let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
