@@ -39,6 +39,25 @@ wait_http() {
     return 1
 }
 
+# The machine may be shared (builds of other work): before each measurement wait, up to
+# $QUIET_WAIT seconds, for a second in which both cores together are below $QUIET_PCT % busy.
+# Returns 1 (and the caller notes it) when the machine never got quiet.
+QUIET_PCT=${QUIET_PCT:-15}
+QUIET_WAIT=${QUIET_WAIT:-120}
+cpu_busy_idle() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
+wait_quiet() {
+    local start=$SECONDS b0 i0 b1 i1 pct
+    while ((SECONDS - start < QUIET_WAIT)); do
+        read -r b0 i0 < <(cpu_busy_idle)
+        sleep 1
+        read -r b1 i1 < <(cpu_busy_idle)
+        pct=$(((b1 - b0) * 100 / ((b1 - b0) + (i1 - i0) + 1)))
+        ((pct < QUIET_PCT)) && return 0
+        log "machine busy (${pct}% of all cores), waiting"
+    done
+    return 1
+}
+
 REDIS_PID=
 start_redis() {
     mkdir -p "$BENCH_RUN/redis"

@@ -72,6 +72,9 @@ for server in $SERVERS; do
                 continue
             fi
             mapfile -t urls < <(url_args)
+            if ! wait_quiet; then
+                echo "$server $scenario $transport: other processes kept the machine busy; this row is disturbed." >>"$NOTES"
+            fi
             read -r -a args <<<"$(scenario_args "$scenario" "$server")"
             cmd=(taskset -c "$LOAD_CPU" "$BENCH_BIN" "${args[@]}" --transport "$transport" --label "$server"
                 --threads 1 "${urls[@]}" --server-pid "$SERVER_PIDS" --server-core "$SERVER_CPU" --out "$RESULTS")
