@@ -17,11 +17,16 @@
 //! `render` implements `push-operator render`: objects as multi-document YAML.
 
 pub mod boot;
+pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod objects;
 pub mod redis_probe;
 pub mod render;
+pub mod status;
 pub mod topology;
 
 pub use error::{Error, Result};
