@@ -4,7 +4,8 @@
 #  2. every object `push-operator render` produces for each example manifest
 #     validates against the official Kubernetes schemas (--strict: unknown
 #     fields are errors);
-#  3. the example manifests validate against the CRD's own openAPIV3Schema.
+#  3. the operator install manifest validates too;
+#  4. the example manifests validate against the CRD's own openAPIV3Schema.
 # Usage: validate-schemas.sh PUSH_OPERATOR_BINARY VENV_DIR
 set -euo pipefail
 bin=$1
@@ -18,6 +19,9 @@ trap 'rm -rf "$tmp"' EXIT
 cmp -s "$tmp/crd.yaml" "$root/crds/pushcluster.yaml" || { echo "crds/pushcluster.yaml is stale"; exit 1; }
 "$venv/bin/kubernetes-validate" -k "$k8s_version" --strict --quiet "$root/crds/pushcluster.yaml"
 echo "ok   CRD is a valid apiextensions.k8s.io/v1 CustomResourceDefinition"
+
+"$venv/bin/kubernetes-validate" -k "$k8s_version" --strict --quiet "$root/push-operator/deploy/operator.yaml"
+echo "ok   push-operator/deploy/operator.yaml (namespace, RBAC, Deployment)"
 
 for example in "$root"/docs/examples/*.yaml; do
   out="$tmp/$(basename "$example")"
