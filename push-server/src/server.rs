@@ -7,18 +7,18 @@
 //! for axum.
 
 use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -198,10 +198,13 @@ impl App {
 pub struct Server {
     pub app: Arc<App>,
     addr: SocketAddr,
-    http: JoinHandle<std::io::Result<()>>,
+    /// The accept loop.
+    http: JoinHandle<()>,
+    /// Stops accepting and asks every HTTP connection to finish.
     stop_http: CancellationToken,
+    /// Every HTTP connection task (upgraded WebSockets leave it).
+    http_conns: TaskTracker,
 }
-
 impl Server {
     /// Binds the port, builds the broker and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
@@ -232,7 +235,6 @@ impl Server {
             metrics: metrics.clone(),
         });
 
-        let user_timeout = config.idle_timeout;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -244,13 +246,6 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let listener = listener.tap_io(move |tcp| {
-            // Writes stuck unacknowledged by the peer for this long fail, so a
-            // client that stops reading cannot pin a connection forever.
-            let sock = socket2::SockRef::from(&*tcp);
-            let _ = sock.set_tcp_nodelay(true);
-            let _ = sock.set_tcp_user_timeout(Some(user_timeout));
-        });
 
         let app = Arc::new(App {
             config,
@@ -264,18 +259,21 @@ impl Server {
             per_ip: Mutex::new(HashMap::new()),
         });
         let stop_http = CancellationToken::new();
-        let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = tokio::spawn(
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-                .into_future(),
-        );
+        let http_conns = TaskTracker::new();
+        let http = tokio::spawn(accept_loop(
+            listener,
+            router(app.clone()),
+            app.config.idle_timeout,
+            stop_http.clone(),
+            http_conns.clone(),
+        ));
         tracing::info!(%addr, "push-server listening");
         Ok(Server {
             app,
             addr,
             http,
             stop_http,
+            http_conns,
         })
     }
 
@@ -299,9 +297,72 @@ impl Server {
             );
         }
         self.stop_http.cancel();
-        // In-flight API requests finish; keep-alive connections are closed.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        let _ = self.http.await;
+        // In-flight API requests finish; idle keep-alive connections close.
+        self.http_conns.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_conns.wait()).await;
         tracing::info!("stopped");
+    }
+}
+
+/// Longest wait for a request's headers (slow-loris bound); also how long an
+/// idle keep-alive connection is kept.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and serves HTTP/1.1 with upgrades. Our own loop (not
+/// `axum::serve`) so that every connection gets a header-read timeout, socket
+/// options, and a graceful shutdown we can wait for.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    user_timeout: Duration,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // A peer that stops acknowledging our writes for this long fails them,
+        // so a client that stops reading cannot pin a connection forever.
+        let sock = socket2::SockRef::from(&tcp);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::Service::call(&mut router.clone(), req.map(axum::body::Body::new))
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
     }
 }
 
