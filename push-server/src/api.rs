@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::message::{compact_json, validate_channel, Channel, MessageId};
+use crate::message::{check_depth, compact_json, validate_channel, Channel, MessageId};
 use crate::server::App;
 
 /// Most messages in one batch publish.
@@ -77,6 +77,7 @@ pub fn encode_data(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError
         serde_json::from_slice::<&RawValue>(body).map_err(|e| {
             ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
         })?;
+        check_depth(body).map_err(|m| ApiError::bad_request("invalid_json", m))?;
         Ok(compact_json(body))
     } else {
         let text = std::str::from_utf8(body).map_err(|_| {
@@ -166,6 +167,8 @@ pub async fn publish_batch(
                 ..too_large(limit)
             });
         }
+        check_depth(data)
+            .map_err(|m| ApiError::bad_request("invalid_json", format!("messages[{i}]: {m}")))?;
         if !publisher.may_publish(&item.channel) {
             return Err(forbidden(&item.channel, "publish to"));
         }

@@ -198,6 +198,52 @@ impl Message {
     }
 }
 
+/// Deepest nesting of arrays and objects accepted in a message's `data`.
+///
+/// The envelope adds up to three levels (history page, envelope, WS frame)
+/// and common JSON parsers stop at 128 (serde_json) or thereabouts, so a
+/// deeper `data` could be accepted, stored and then be unreadable to every
+/// subscriber. Published data deeper than this is refused as `invalid_json`.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// The deepest nesting of arrays and objects in valid JSON text.
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Refuses `data` nested deeper than [`MAX_DATA_DEPTH`].
+pub fn check_depth(json: &[u8]) -> Result<(), String> {
+    if json_depth(json) > MAX_DATA_DEPTH {
+        return Err(format!(
+            "data is nested deeper than {MAX_DATA_DEPTH} levels of arrays and objects"
+        ));
+    }
+    Ok(())
+}
+
 /// Removes insignificant whitespace from valid JSON text, so that a message
 /// never holds a raw newline (SSE `data:` lines) and is as small as possible.
 /// The input must already be valid JSON.
@@ -295,6 +341,16 @@ mod tests {
         );
         assert_eq!(&m.sse_event()[..], b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
         assert_eq!(m.data(), br#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth(b"1"), 0);
+        assert_eq!(json_depth(br#"[{"a":[1]},[]]"#), 3);
+        assert_eq!(json_depth(br#"["[[[\"[[", {"}":"{{"}]"#), 2);
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(check_depth(deep.as_bytes()).is_err());
+        assert!(check_depth(&deep.as_bytes()[1..129]).is_ok());
     }
 
     #[test]

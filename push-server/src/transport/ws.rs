@@ -28,7 +28,7 @@ use crate::api::too_large;
 use crate::auth::{bearer, Principal};
 use crate::error::ApiError;
 use crate::hub::{ConnShared, Kick, Session, SubscribeError};
-use crate::message::{compact_json, validate_channel, Channel, Message, MessageId};
+use crate::message::{check_depth, compact_json, validate_channel, Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{origin_allowed, App, ConnPermit};
 
@@ -612,6 +612,9 @@ impl Conn {
                     Some(&channel),
                 )
                 .await;
+        }
+        if let Err(message) = check_depth(data.get().as_bytes()) {
+            return self.error("invalid_json", &message, Some(&channel)).await;
         }
         let data = compact_json(data.get().as_bytes());
         match self
