@@ -73,10 +73,10 @@ for server in $SERVERS; do
             fi
             mapfile -t urls < <(url_args)
             if ! wait_quiet; then
-                echo "$server $scenario $transport: other processes kept the machine busy; this row is disturbed." >>"$NOTES"
+                echo "$server $scenario $transport: other processes were using the CPUs when this row started (server and generator ran at nice $BENCH_NICE ahead of them)." >>"$NOTES"
             fi
             read -r -a args <<<"$(scenario_args "$scenario" "$server")"
-            cmd=(taskset -c "$LOAD_CPU" "$BENCH_BIN" "${args[@]}" --transport "$transport" --label "$server"
+            cmd=("${PIN_LOAD[@]}" "$BENCH_BIN" "${args[@]}" --transport "$transport" --label "$server"
                 --threads 1 "${urls[@]}" --server-pid "$SERVER_PIDS" --server-core "$SERVER_CPU" --out "$RESULTS")
             log "$server $scenario $transport"
             printf '%s\n' "${cmd[*]}" | sed -e "s|$BENCH_ROOT/||; s|--server-pid [0-9,]*|--server-pid <server pids>|; s|--out [^ ]*|--out <results.jsonl>|" >>"$COMMANDS"
@@ -99,7 +99,8 @@ FRAGMENT=$BENCH_RUN/fragment-$STAMP.md
     echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")."
     echo "- Open files per process: $(ulimit -n) (hard $(ulimit -Hn))."
     echo "- nginx $(nginx -v 2>&1 | sed 's|.*/||'), libnginx-mod-nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null), redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')."
-    echo "- Server (and Redis) pinned to core $SERVER_CPU, push-bench to core $LOAD_CPU with one worker thread; a fresh server per row; 64-byte payloads; fan-out rows publish for $DURATION s."
+    echo "- Server (and Redis) pinned to core $SERVER_CPU, push-bench to core $LOAD_CPU with one worker thread, both at nice $BENCH_NICE; a fresh server per row; 64-byte payloads; fan-out rows publish for $DURATION s."
+    echo "- push-server: ${PUSH_DESC:-built from this commit}."
     if [ -s "$NOTES" ]; then
         echo
         echo "Notes from this run:"
