@@ -7,7 +7,8 @@ Checks, for every pod template: Pod Security "restricted" settings
 capabilities dropped). For the push chart: probes on /healthz and /readyz,
 terminationGracePeriodSeconds above the drain_period of the ConfigMap, an
 HPA (when present) on the Pods metric push_connections that targets the
-Deployment, and the ConfigMap's config.yaml written to CONFIG_OUT for the
+Deployment, or else a KEDA ScaledObject (no Kubernetes schema) with a
+Prometheus trigger on push_connections, never both, and the ConfigMap's config.yaml written to CONFIG_OUT for the
 real-server check. ServiceMonitors (no Kubernetes schema to validate them
 against) are checked for the fields prometheus-operator needs.
 """
@@ -102,6 +103,22 @@ def main():
                 fail(f"HPA metrics are not the Pods metric push_connections: {metrics}")
             if "replicas" in dep["spec"]:
                 fail("Deployment sets replicas although an HPA owns them")
+        for so in by_kind.get("ScaledObject", []):
+            if by_kind.get("HorizontalPodAutoscaler"):
+                fail("both a KEDA ScaledObject and an HPA scale the Deployment")
+            spec = so["spec"]
+            if spec["scaleTargetRef"]["name"] != dep["metadata"]["name"]:
+                fail("ScaledObject does not target the push Deployment")
+            if spec["minReplicaCount"] > spec["maxReplicaCount"]:
+                fail("ScaledObject minReplicaCount > maxReplicaCount")
+            for t in spec["triggers"]:
+                md = t["metadata"]
+                if t["type"] != "prometheus" or "push_connections" not in md["query"]:
+                    fail(f"ScaledObject trigger is not a Prometheus query on push_connections: {t}")
+                if not md["serverAddress"].startswith("http") or not md["threshold"].isdigit():
+                    fail(f"ScaledObject trigger metadata incomplete: {md}")
+            if "replicas" in dep["spec"]:
+                fail("Deployment sets replicas although KEDA owns them")
         out = os.environ.get("CONFIG_OUT")
         if out:
             with open(out, "w") as f:
