@@ -107,16 +107,16 @@ type Ready = Shared<BoxFuture<'static, Result<(), BrokerError>>>;
 /// One channel's local subscribers.
 struct Entry {
     state: Mutex<EntryState>,
-    /// Resolves when the broker subscription is live.
-    ready: Ready,
 }
 
 struct EntryState {
     subs: Slab<Arc<ConnShared>>,
     /// Newest id fanned out: the broker may repeat itself after a reconnect.
     last: MessageId,
+    /// Resolves when the broker subscription is live; `None` once it is
+    /// (dropped then, to keep idle channels small).
+    ready: Option<Ready>,
 }
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning only means a panic elsewhere; the maps stay consistent
     // because every critical section is a few non-panicking operations.
@@ -190,26 +190,39 @@ pub struct Hub {
 impl Hub {
     /// Adds `conn` to `channel`'s subscribers; subscribes at the broker if it
     /// is the first. Returns the slot and the broker readiness to await.
-    fn register(&self, channel: &Channel, conn: &Arc<ConnShared>) -> (usize, Ready) {
+    fn register(&self, channel: &Channel, conn: &Arc<ConnShared>) -> (usize, Option<Ready>) {
         let mut shard = self.registry.shard(channel);
         let entry = shard
             .entry(channel.clone())
             .or_insert_with(|| {
+                // Queued while the shard lock is held, so it cannot overtake
+                // an unsubscribe of the same channel.
+                let ready = self.broker.subscribe(channel).shared();
+                // Already live (the memory broker): nothing to keep.
+                let ready = match ready.peek() {
+                    Some(Ok(())) => None,
+                    _ => Some(ready),
+                };
                 Arc::new(Entry {
                     state: Mutex::new(EntryState {
                         subs: Slab::new(),
                         last: MessageId::ZERO,
+                        ready,
                     }),
-                    // Queued while the shard lock is held, so it cannot
-                    // overtake an unsubscribe of the same channel.
-                    ready: self.broker.subscribe(channel).shared(),
                 })
             })
             .clone();
-        let key = lock(&entry.state).subs.insert(conn.clone());
-        (key, entry.ready.clone())
+        let mut st = lock(&entry.state);
+        let key = st.subs.insert(conn.clone());
+        (key, st.ready.clone())
     }
 
+    /// The broker subscription of `channel` is live: forget its future.
+    fn mark_ready(&self, channel: &str) {
+        if let Some(entry) = self.registry.entry(channel) {
+            lock(&entry.state).ready = None;
+        }
+    }
     fn unregister(&self, channel: &Channel, key: usize) {
         let mut shard = self.registry.shard(channel);
         let Some(entry) = shard.get(channel).cloned() else {
@@ -327,7 +340,10 @@ impl Session {
         });
         self.hub.metrics.subscriptions.inc();
         let result = async {
-            ready.await?;
+            if let Some(ready) = ready {
+                ready.await?;
+                self.hub.mark_ready(&channel);
+            }
             let limit = if since.is_some() { usize::MAX } else { 0 };
             self.hub.broker.read(channel.clone(), since, limit).await
         }

@@ -261,6 +261,7 @@ impl Server {
         let stop_http = CancellationToken::new();
         let http_conns = TaskTracker::new();
         let http = tokio::spawn(accept_loop(
+            app.clone(),
             listener,
             router(app.clone()),
             app.config.idle_timeout,
@@ -311,19 +312,15 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections and serves HTTP/1.1 with upgrades. Our own loop (not
 /// `axum::serve`) so that every connection gets a header-read timeout, socket
-/// options, and a graceful shutdown we can wait for.
+/// options, the raw SSE path, and a graceful shutdown we can wait for.
 async fn accept_loop(
+    app: Arc<App>,
     listener: TcpListener,
     router: Router,
     user_timeout: Duration,
     stop: CancellationToken,
     conns: TaskTracker,
 ) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -344,25 +341,46 @@ async fn accept_loop(
         let _ = sock.set_tcp_user_timeout(Some(user_timeout));
 
         let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::Service::call(&mut router.clone(), req.map(axum::body::Body::new))
-            });
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
+        let app = app.clone();
         let stop = stop.clone();
         conns.spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            // Event streams skip hyper (see transport::sse::serve_raw).
+            if transport::sse::sniff(&tcp).await {
+                return transport::sse::serve_raw(app, tcp, peer).await;
             }
+            serve_http(router, tcp, peer, stop).await;
         });
+    }
+}
+
+/// Serves one HTTP/1.1 connection with upgrades (WebSocket) until it ends or
+/// `stop` asks it to finish.
+async fn serve_http(
+    router: Router,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower::Service::call(&mut router.clone(), req.map(axum::body::Body::new))
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

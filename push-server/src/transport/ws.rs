@@ -32,9 +32,10 @@ use crate::message::{check_depth, compact_json, validate_channel, Channel, Messa
 use crate::metrics::Transport;
 use crate::server::{origin_allowed, App, ConnPermit};
 
-/// Initial tungstenite read buffer: small, because most clients send little
-/// (tungstenite's default is 128 KiB per connection).
-const READ_BUFFER: usize = 4 * 1024;
+/// Initial tungstenite read buffer: small, because clients send little
+/// (subscribe, ack, ping) and it is allocated per connection (tungstenite's
+/// default is 128 KiB). A larger frame grows it as needed.
+const READ_BUFFER: usize = 512;
 /// Bytes buffered before tungstenite writes; we flush after each batch anyway.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -212,7 +213,7 @@ impl Conn {
             return End::Gone;
         }
         for channel in channels {
-            if let Err(end) = self.subscribe(channel, None, false).await {
+            if let Err(end) = Box::pin(self.subscribe(channel, None, false)).await {
                 return end;
             }
         }
@@ -250,8 +251,9 @@ impl Conn {
                     self.last_seen = Instant::now();
                     match frame {
                         WsMessage::Text(text) => {
-                            if let Err(end) = self.on_text(&text).await {
-                                return end;
+                            // Boxed: the frame handling future is large and rare; the
+                            // connection's resting state stays small without it.
+                            if let Err(end) = Box::pin(self.on_text(&text)).await {return end;
                             }
                         }
                         WsMessage::Binary(_) => {
