@@ -8,6 +8,7 @@
 //! - [`regressions`]: inputs that once broke something, kept forever.
 
 mod common;
+mod hostile;
 mod props;
 mod props_ws;
 mod rawws;
