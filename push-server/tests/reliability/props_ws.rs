@@ -189,6 +189,7 @@ fn arb_violation() -> impl Strategy<Value = (String, Vec<u8>)> {
             ("new message inside a fragmented one".into(), bytes)
         }),
         prop::collection::vec(0x80u8..=0xff, 1..20)
+            .prop_filter("not UTF-8", |p| std::str::from_utf8(p).is_err())
             .prop_map(|p| ("text not UTF-8".into(), Frame::new(TEXT, p).encode())),
         (2049usize..5000).prop_map(|n| (
             "oversized frame".into(),
