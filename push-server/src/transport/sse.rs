@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::{cursor, parse_channels, WRITE_BATCH};
 use crate::auth::bearer;
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Kick, Session, SubscribeError};
+use crate::hub::{ConnShared, Session, SubscribeError};
 use crate::message::{Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{App, ConnPermit};
@@ -229,7 +229,7 @@ impl Sse {
             let shared = self.shared.clone();
             tokio::select! {
                 biased;
-                Kick::SlowConsumer = shared.kicked() => return Some(self.control("slow_consumer")),
+                kick = shared.kicked() => return Some(self.control(kick.reason())),
                 msg = self.rx.recv() => {
                     let first = msg?;
                     let mut batch = Vec::with_capacity(8);

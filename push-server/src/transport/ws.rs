@@ -25,7 +25,7 @@ use super::{parse_channels, WRITE_BATCH};
 use crate::api::too_large;
 use crate::auth::{bearer, Principal};
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Kick, Session, SubscribeError};
+use crate::hub::{ConnShared, Session, SubscribeError};
 use crate::message::{compact_json, validate_channel, Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{origin_allowed, App, ConnPermit};
@@ -214,9 +214,9 @@ impl Conn {
             let wake = lifetime.map_or(next_ping.min(idle_at), |l| next_ping.min(idle_at).min(l));
             tokio::select! {
                 biased;
-                Kick::SlowConsumer = &mut kicked => {
-                    self.reconnect("slow_consumer").await;
-                    return End::Close(1013, "slow consumer");
+                kick = &mut kicked => {
+                    self.reconnect(kick.reason()).await;
+                    return End::Close(1013, kick.reason());
                 }
                 frame = self.socket.recv() => {
                     let Some(Ok(frame)) = frame else { return End::Gone };
