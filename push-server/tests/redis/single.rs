@@ -298,3 +298,43 @@ async fn redis_restart_mid_stream_loses_nothing_accepted() {
     }
     assert_eq!(metric(&a, "push_broker_up").await, 1.0);
 }
+
+#[tokio::test]
+async fn restart_without_persistence_reports_the_gap() {
+    // A Redis that comes back empty cannot say what was published while
+    // the node was away: subscribers are told, not left with a silent gap.
+    let mut redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url]).await;
+    let mut ws = ws_subscribed(&a, "volatile").await;
+    let mut sse = sse_connect(&a, "?channels=volatile", None).await;
+    let id = publish(&a, "volatile", "1").await;
+    assert_eq!(ws_messages(&mut ws, 1).await[0].1, id);
+    assert_eq!(sse.next_message().await["id"], id.as_str());
+    redis.restart().await;
+    let f = ws_next(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["reason"].as_str()),
+        (Some("reconnect"), Some("broker_gap")),
+        "{f}"
+    );
+    loop {
+        let ev = sse.next().await;
+        if ev.event.as_deref() == Some("reconnect") {
+            assert!(ev.data.contains("broker_gap"), "{ev:?}");
+            break;
+        }
+        assert!(ev.comment, "unexpected {ev:?}");
+    }
+    // Resuming says so too.
+    wait_ready(&a, true).await;
+    let mut ws = crate::common::ws_connect(&a, "").await;
+    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+    crate::common::ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "volatile", "since": id}),
+    )
+    .await;
+    let f = ws_next(&mut ws).await;
+    assert_eq!(f["recovered"].as_bool(), Some(false), "{f}");
+}
