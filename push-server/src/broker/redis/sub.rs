@@ -36,6 +36,8 @@ use crate::message::{now_ms, Channel, Message, MessageId};
 
 /// Channels per SUBSCRIBE command when (re)subscribing many.
 const BATCH: usize = 500;
+/// How often an idle pub/sub connection is pinged.
+const PING_EVERY: Duration = Duration::from_secs(5);
 /// History reads in flight during a catch-up.
 const CATCH_UP_PARALLEL: usize = 32;
 
@@ -154,6 +156,16 @@ impl SubConn {
         }
     }
 
+    /// Proves the connection alive: a connection cut without a reset (a
+    /// dead peer, a dropped route) would otherwise look idle forever.
+    async fn ping(&self) -> Result<(), RedisError> {
+        match self {
+            SubConn::Direct(c) => timed(redis::cmd("PING").query_async::<()>(&mut c.clone())).await,
+            // The cluster client watches its node connections itself.
+            SubConn::Cluster(_) => Ok(()),
+        }
+    }
+
     async fn unsubscribe(&self, channel: &Channel) -> Result<(), RedisError> {
         let name = pubsub_channel(channel);
         match self {
@@ -237,9 +249,17 @@ async fn control(
         backoff = Duration::from_millis(50);
         up.store(true, Ordering::Relaxed);
         tracing::info!("redis pub/sub connected");
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = ping.tick() => {
+                    if let Err(e) = conn.ping().await {
+                        tracing::warn!(error = %e, "redis pub/sub connection silent; reconnecting");
+                        break;
+                    }
+                }
                 _ = dead.recv() => {
                     tracing::warn!("redis pub/sub connection lost; resubscribing");
                     break;
