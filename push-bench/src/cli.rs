@@ -71,6 +71,10 @@ pub struct Common {
     /// Server process ids whose CPU and RSS are measured (repeat or comma-separate; all summed).
     #[arg(long = "server-pid", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// CPU cores the server is pinned to: their whole busy time (including softirq work that
+    /// no process is charged for) is reported too.
+    #[arg(long = "server-core", value_delimiter = ',')]
+    pub server_core: Vec<usize>,
     /// Name of the server in the results (e.g. push, nchan, push+redis).
     #[arg(long, default_value = "server")]
     pub label: String,

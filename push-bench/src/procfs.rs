@@ -46,6 +46,44 @@ pub fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// Ticks of one CPU core from `/proc/stat`: (busy, softirq). Busy is everything except idle
+/// and iowait. Softirq time matters on loopback: the kernel's packet processing for a sender
+/// often runs in softirq context on the sender's core, outside any process's utime/stime.
+pub fn core_ticks(core: usize) -> Result<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_core_ticks(&stat, core).ok_or_else(|| anyhow!("no cpu{core} line in /proc/stat"))
+}
+
+fn parse_core_ticks(stat: &str, core: usize) -> Option<(u64, u64)> {
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = v.iter().take(8).sum::<u64>() - v.get(3)? - v.get(4)?;
+    Some((busy, *v.get(6)?))
+}
+
+/// Busy and softirq seconds of a set of cores.
+pub fn cores_seconds(cores: &[usize]) -> Option<(f64, f64)> {
+    let mut busy = 0;
+    let mut softirq = 0;
+    for &c in cores {
+        let (b, s) = core_ticks(c).ok()?;
+        busy += b;
+        softirq += s;
+    }
+    Some((
+        busy as f64 / CLOCK_TICKS_PER_SEC,
+        softirq as f64 / CLOCK_TICKS_PER_SEC,
+    ))
+}
+
 /// Sums over a set of server processes (e.g. nginx master + worker + redis-server).
 #[derive(Debug, Clone, Default)]
 pub struct ServerProcs {
@@ -84,6 +122,14 @@ mod tests {
             Some(12345)
         );
         assert_eq!(parse_vmrss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn core_line() {
+        let stat =
+            "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 10 0 20 500 5 1 30 0 0 0\ncpu1 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_core_ticks(stat, 0), Some((61, 30)));
+        assert_eq!(parse_core_ticks(stat, 2), None);
     }
 
     #[test]

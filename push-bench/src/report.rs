@@ -179,12 +179,12 @@ pub fn tables(records: &[Value]) -> String {
             continue;
         }
         let _ = write!(out, "\n### {title}\n\n");
-        out.push_str("| scenario | server | transport | deliveries/s | loss | p50 / p99 / max ms | server CPU s per M deliveries | generator CPU | server RSS MiB | notes |\n");
-        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+        out.push_str("| scenario | server | transport | deliveries/s | loss | p50 / p99 / max ms | server CPU s per M deliveries | server core busy | generator CPU | server RSS MiB | notes |\n");
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
         for r in rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {}% | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {} | {} |",
                 describe(r),
                 r["label"].as_str().unwrap_or("?"),
                 r["transport"].as_str().unwrap_or("?"),
@@ -192,6 +192,12 @@ pub fn tables(records: &[Value]) -> String {
                 loss(r),
                 latency(r),
                 num(&r["server_cpu_s_per_million"], 1),
+                f(&r["server_core_busy_pct"])
+                    .map(|b| format!(
+                        "{b:.0}% ({:.0}% softirq)",
+                        f(&r["server_core_softirq_pct"]).unwrap_or(0.0)
+                    ))
+                    .unwrap_or("–".into()),
                 num(&r["gen_cpu_pct"], 0),
                 f(&r["server_rss_kib"])
                     .map(|k| format!("{:.1}", k / 1024.0))
@@ -263,7 +269,7 @@ mod tests {
             t.contains("| 10000 | nchan | ws | 5000 | 11.2 | 117.2 |  |"),
             "{t}"
         );
-        assert!(t.contains("| broadcast 1×1000 @100/s | push | sse | 100000 | 0 | 1.00 / 4.00 / 9.0 | 3.2 | 40% |"), "{t}");
+        assert!(t.contains("| broadcast 1×1000 @100/s | push | sse | 100000 | 0 | 1.00 / 4.00 / 9.0 | 3.2 | – | 40% |"), "{t}");
         assert!(summary_line(&recs[1]).contains("100000 deliveries/s"));
     }
 }

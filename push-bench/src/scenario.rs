@@ -320,6 +320,7 @@ impl Rig {
         let c = self.fleet.channels.len() as u64;
         let total = (rate * duration).round() as u64;
         let server_cpu0 = self.fleet.server_cpu();
+        let cores0 = procfs::cores_seconds(&self.fleet.common.server_core);
         let gen_cpu0 = procfs::cpu_seconds("self")?;
         let t0 = Instant::now();
         let t0_us = shared.now_us();
@@ -358,6 +359,10 @@ impl Rig {
         let wall_s = t0.elapsed().as_secs_f64();
         let server_cpu = diff(self.fleet.server_cpu(), server_cpu0);
         let gen_cpu = procfs::cpu_seconds("self")? - gen_cpu0;
+        let cores = procfs::cores_seconds(&self.fleet.common.server_core)
+            .zip(cores0)
+            .filter(|_| !self.fleet.common.server_core.is_empty())
+            .map(|((b1, s1), (b0, s0))| (b1 - b0, s1 - s0));
 
         let received = shared.received.load(Relaxed);
         let expected = stats.expected.load(Relaxed);
@@ -402,6 +407,8 @@ impl Rig {
                 "server_cpu_s": server_cpu,
                 "server_cpu_s_per_million": per_million,
                 "gen_cpu_s": gen_cpu,
+                "server_core_busy_pct": cores.map(|(busy, _)| busy / wall_s * 100.0),
+                "server_core_softirq_pct": cores.map(|(_, softirq)| softirq / wall_s * 100.0),
                 "gen_cpu_pct": gen_cpu / wall_s * 100.0,
                 "server_rss_kib": self.fleet.server_rss(),
                 "publish_error": stats.first_error.lock().ok().and_then(|e| e.clone()),

@@ -94,7 +94,7 @@ pub async fn publish_one(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let channel = channel_from(path)?;
-    let publisher = app.auth.publisher(&headers);
+    let publisher = app.auth.publisher(&headers)?;
     let limit = app.config.max_message_bytes;
     let body = body_from(body, limit)?;
     if body.len() > limit {
@@ -140,7 +140,7 @@ pub async fn publish_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let publisher = app.auth.publisher(&headers);
+    let publisher = app.auth.publisher(&headers)?;
     let limit = app.config.max_message_bytes;
     let body = body_from(body, (16 * limit).max(1 << 20))?;
     let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
@@ -224,8 +224,10 @@ pub async fn history(
                 )
             })?,
     };
-    let token = crate::auth::bearer(query.get("token").map(String::as_str), &headers);
-    if !app.auth.subscriber(token).may_subscribe(&channel) {
+    let reader = app
+        .auth
+        .reader(query.get("token").map(String::as_str), &headers)?;
+    if !reader.may_subscribe(&channel) {
         return Err(forbidden(&channel, "read"));
     }
     let page = app.hub.broker.read(channel, since, limit).await?;
@@ -263,8 +265,10 @@ pub async fn presence(
 ) -> Result<Response, ApiError> {
     let channel = channel_from(path)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let token = crate::auth::bearer(query.get("token").map(String::as_str), &headers);
-    if !app.auth.subscriber(token).may_subscribe(&channel) {
+    let reader = app
+        .auth
+        .reader(query.get("token").map(String::as_str), &headers)?;
+    if !reader.may_subscribe(&channel) {
         return Err(forbidden(&channel, "read"));
     }
     // With Redis, every live node's count; alone, this node's.

@@ -134,6 +134,14 @@ pub struct Config {
     #[arg(long, env = "PUSH_MAX_CONNECTION_LIFETIME", default_value = "off", value_parser = parse_opt_duration)]
     pub max_connection_lifetime: OptDuration,
 
+    /// Most WebSocket + SSE connections from one client IP (0: no limit; then 429)
+    #[arg(long, env = "PUSH_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// WebSocket publish frames per second per connection (0: no limit)
+    #[arg(long, env = "PUSH_PUBLISH_RATE_LIMIT", default_value_t = 0)]
+    pub publish_rate_limit: u32,
+
     /// HS256 secret that turns JWT auth on
     #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

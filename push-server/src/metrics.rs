@@ -63,6 +63,8 @@ pub struct Metrics {
     pub acks: Counter,
     /// Messages redelivered because no ack came within ack_timeout.
     pub redeliveries: Counter,
+    /// First send → ack, in seconds.
+    pub ack_latency: Histogram,
 }
 
 impl Metrics {
@@ -80,6 +82,9 @@ impl Metrics {
         let broker_up = Gauge::default();
         let acks = Counter::default();
         let redeliveries = Counter::default();
+        let ack_latency = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
 
         registry.register(
             "push_connections",
@@ -127,6 +132,11 @@ impl Metrics {
             "Messages redelivered for lack of an ack",
             redeliveries.clone(),
         );
+        registry.register(
+            "push_ack_latency_seconds",
+            "Time from first send to ack",
+            ack_latency.clone(),
+        );
 
         let handles = |t| TransportMetrics {
             connections: connections
@@ -150,6 +160,7 @@ impl Metrics {
             broker_up,
             acks,
             redeliveries,
+            ack_latency,
         }
     }
 

@@ -6,18 +6,19 @@
 //! token of our own [`TaskTracker`]: the drain waits for the tracker, not
 //! for axum.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -65,17 +66,24 @@ pub struct App {
     tracker: TaskTracker,
     /// Open WebSocket + SSE connections, for `max_connections`.
     connections: AtomicUsize,
+    /// Open connections per client IP, when `max_connections_per_ip` is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A connection's admission: released (and counted down) on drop.
 pub struct ConnPermit {
     app: Arc<App>,
     transport: Transport,
+    /// Counted against `max_connections_per_ip`.
+    ip: Option<IpAddr>,
     _token: TaskTrackerToken,
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.app.release_ip(ip);
+        }
         self.app.connections.fetch_sub(1, Ordering::Relaxed);
         self.app.metrics.transport(self.transport).connections.dec();
     }
@@ -84,13 +92,37 @@ impl Drop for ConnPermit {
 impl App {
     /// Admits a new client connection or says why not (503 when draining or
     /// full, with `Retry-After`).
-    pub fn admit(self: &Arc<Self>, transport: Transport) -> Result<ConnPermit, ApiError> {
+    pub fn admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: IpAddr,
+    ) -> Result<ConnPermit, ApiError> {
         if self.is_draining() {
             return Err(ApiError::draining());
         }
+        let per_ip_cap = self.config.max_connections_per_ip;
+        let ip = if per_ip_cap > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(peer).or_insert(0);
+            if *n >= per_ip_cap {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections_from_ip",
+                    format!("at most {per_ip_cap} connections per client address"),
+                )
+                .retry_after(5));
+            }
+            *n += 1;
+            Some(peer)
+        } else {
+            None
+        };
         let open = self.connections.fetch_add(1, Ordering::Relaxed);
         if open >= self.config.max_connections {
             self.connections.fetch_sub(1, Ordering::Relaxed);
+            if let Some(ip) = ip {
+                self.release_ip(ip);
+            }
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_connections",
@@ -107,8 +139,19 @@ impl App {
         Ok(ConnPermit {
             app: self.clone(),
             transport,
+            ip,
             _token: self.tracker.token(),
         })
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -156,16 +199,22 @@ impl App {
 pub struct Server {
     pub app: Arc<App>,
     addr: SocketAddr,
-    http: JoinHandle<std::io::Result<()>>,
+    /// The accept loop.
+    http: JoinHandle<()>,
+    /// Stops accepting and asks every HTTP connection to finish.
     stop_http: CancellationToken,
+    /// Every HTTP connection task (upgraded WebSockets leave it).
+    http_conns: TaskTracker,
 }
-
 impl Server {
     /// Binds the port, builds the broker and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let auth = Auth::from_config(&config)?;
         if !auth.enabled() {
-            tracing::warn!("auth is off: any client may subscribe and publish to any channel (set --jwt-secret or --jwt-public-key)");
+            tracing::warn!("auth is off: any client may subscribe to any channel (set --jwt-secret or --jwt-public-key)");
+        }
+        if !auth.publish_protected() {
+            tracing::warn!("publishing is open to anyone (set --publish-key or a JWT key)");
         }
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(metrics.clone());
@@ -195,7 +244,6 @@ impl Server {
             metrics: metrics.clone(),
         });
 
-        let user_timeout = config.idle_timeout;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -207,13 +255,6 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let listener = listener.tap_io(move |tcp| {
-            // Writes stuck unacknowledged by the peer for this long fail, so a
-            // client that stops reading cannot pin a connection forever.
-            let sock = socket2::SockRef::from(&*tcp);
-            let _ = sock.set_tcp_nodelay(true);
-            let _ = sock.set_tcp_user_timeout(Some(user_timeout));
-        });
 
         let app = Arc::new(App {
             config,
@@ -224,20 +265,24 @@ impl Server {
             drain: CancellationToken::new(),
             tracker: TaskTracker::new(),
             connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
         });
         let stop_http = CancellationToken::new();
-        let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = tokio::spawn(
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-                .into_future(),
-        );
+        let http_conns = TaskTracker::new();
+        let http = tokio::spawn(accept_loop(
+            listener,
+            router(app.clone()),
+            app.config.idle_timeout,
+            stop_http.clone(),
+            http_conns.clone(),
+        ));
         tracing::info!(%addr, "push-server listening");
         Ok(Server {
             app,
             addr,
             http,
             stop_http,
+            http_conns,
         })
     }
 
@@ -261,9 +306,72 @@ impl Server {
             );
         }
         self.stop_http.cancel();
-        // In-flight API requests finish; keep-alive connections are closed.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        let _ = self.http.await;
+        // In-flight API requests finish; idle keep-alive connections close.
+        self.http_conns.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_conns.wait()).await;
         tracing::info!("stopped");
+    }
+}
+
+/// Longest wait for a request's headers (slow-loris bound); also how long an
+/// idle keep-alive connection is kept.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and serves HTTP/1.1 with upgrades. Our own loop (not
+/// `axum::serve`) so that every connection gets a header-read timeout, socket
+/// options, and a graceful shutdown we can wait for.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    user_timeout: Duration,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // A peer that stops acknowledging our writes for this long fails them,
+        // so a client that stops reading cannot pin a connection forever.
+        let sock = socket2::SockRef::from(&tcp);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::Service::call(&mut router.clone(), req.map(axum::body::Body::new))
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
     }
 }
 

@@ -2,6 +2,7 @@
 //! Both admit the connection, open a [`crate::hub::Session`] and write the
 //! pre-encoded messages that arrive in its bounded queue.
 
+pub mod acks;
 pub mod cursor;
 pub mod sse;
 pub mod ws;

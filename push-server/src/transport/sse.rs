@@ -7,12 +7,13 @@
 //! then ends a connection whose peer acknowledges nothing.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
@@ -33,6 +34,7 @@ pub const RETRY_MS: u64 = 2000;
 /// `GET /sse?channels=a,b&token=…&lastEventId=…`
 pub async fn handler(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -64,7 +66,7 @@ pub async fn handler(
     };
     let principal = app
         .auth
-        .subscriber(bearer(query.get("token").map(String::as_str), &headers));
+        .subscriber(bearer(query.get("token").map(String::as_str), &headers))?;
     if let Some(ch) = channels.iter().find(|c| !principal.may_subscribe(c)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -72,7 +74,8 @@ pub async fn handler(
             format!("the token does not grant channel {ch:?}"),
         ));
     }
-    let permit = app.admit(Transport::Sse)?;
+    let permit = app.admit(Transport::Sse, peer.ip())?;
+    let expires = principal.expires_in().map(|d| Instant::now() + d);
 
     let (shared, rx) = ConnShared::new(app.config.outbound_queue, principal.user.clone());
     let mut session = Session::new(
@@ -105,6 +108,7 @@ pub async fn handler(
         backlog.extend(sub.messages);
     }
     let mut sse = Sse {
+        expires,
         app: app.clone(),
         channels,
         positions,
@@ -163,6 +167,8 @@ struct Sse {
     /// Held for the life of the stream: counts the connection.
     #[allow(dead_code)]
     permit: ConnPermit,
+    /// When the token expires: the stream then ends with `token_expired`.
+    expires: Option<Instant>,
     /// A final control event was written: end the stream.
     done: bool,
 }
@@ -226,6 +232,7 @@ impl Sse {
         let sse_heartbeat = self.app.config.sse_heartbeat;
         loop {
             let lifetime = timers.lifetime;
+            let expires = self.expires;
             let shared = self.shared.clone();
             tokio::select! {
                 biased;
@@ -254,6 +261,7 @@ impl Sse {
                 }
                 () = &mut timers.drain => return Some(self.control("draining")),
                 () = sleep_until_opt(lifetime) => return Some(self.control("max_lifetime")),
+                () = sleep_until_opt(expires) => return Some(self.control("token_expired")),
                 () = &mut timers.heartbeat => {
                     timers.heartbeat.as_mut().reset((Instant::now() + sse_heartbeat).into());
                     return Some(Bytes::from_static(b": ping\n\n"));

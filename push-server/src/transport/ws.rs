@@ -7,12 +7,13 @@
 //! closed instead of pinning the task.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
@@ -21,11 +22,12 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use super::acks::{AckLimits, Acks, Overflow};
 use super::{parse_channels, WRITE_BATCH};
 use crate::api::too_large;
 use crate::auth::{bearer, Principal};
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Session, SubscribeError};
+use crate::hub::{ConnShared, Kick, Session, SubscribeError};
 use crate::message::{compact_json, validate_channel, Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{origin_allowed, App, ConnPermit};
@@ -39,6 +41,7 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// `GET /ws?channels=a,b&token=…`
 pub async fn handler(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -57,7 +60,7 @@ pub async fn handler(
                     .into_response()
                 }
             };
-            let permit = match app.admit(Transport::Ws) {
+            let permit = match app.admit(Transport::Ws, peer.ip()) {
                 Ok(p) => p,
                 Err(e) => return e.into_response(),
             };
@@ -94,7 +97,7 @@ fn prepare(
     )?;
     let principal = app
         .auth
-        .subscriber(bearer(query.get("token").map(String::as_str), headers));
+        .subscriber(bearer(query.get("token").map(String::as_str), headers))?;
     Ok((channels, principal))
 }
 
@@ -113,7 +116,6 @@ struct ClientFrame<'a> {
     #[serde(default, borrow)]
     data: Data<'a>,
     #[serde(default)]
-    #[allow(dead_code)]
     id: Option<String>,
 }
 
@@ -144,8 +146,13 @@ struct Conn {
     last_seen: Instant,
     /// Bound on every write: a client that does not read for this long is gone.
     write_timeout: Duration,
+    /// Subscriptions with `ack:true`.
+    acks: Acks,
+    /// When the token expires (`reconnect`/`token_expired`).
+    expires: Option<Instant>,
+    /// Publish frames still allowed this second (`publish_rate_limit`).
+    publish_budget: (u32, Instant),
 }
-
 async fn run(
     app: Arc<App>,
     socket: WebSocket,
@@ -159,8 +166,18 @@ async fn run(
         shared.clone(),
         app.config.max_channels_per_connection,
     );
+    let c = &app.config;
+    let acks = Acks::new(AckLimits {
+        window: c.ack_window,
+        timeout: c.ack_timeout,
+        max_redeliveries: c.max_redeliveries,
+        max_pending: c.outbound_queue,
+    });
     let mut conn = Conn {
-        write_timeout: app.config.idle_timeout,
+        write_timeout: c.idle_timeout,
+        acks,
+        expires: principal.expires_in().map(|d| Instant::now() + d),
+        publish_budget: (c.publish_rate_limit, Instant::now()),
         app,
         socket,
         session,
@@ -211,7 +228,17 @@ impl Conn {
 
         loop {
             let idle_at = self.last_seen + idle;
-            let wake = lifetime.map_or(next_ping.min(idle_at), |l| next_ping.min(idle_at).min(l));
+            let wake = [
+                Some(next_ping),
+                Some(idle_at),
+                lifetime,
+                self.expires,
+                self.acks.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(idle_at);
             tokio::select! {
                 biased;
                 kick = &mut kicked => {
@@ -255,6 +282,13 @@ impl Conn {
                         self.reconnect("max_lifetime").await;
                         return End::Close(1001, "max lifetime");
                     }
+                    if self.expires.is_some_and(|e| now >= e) {
+                        self.reconnect("token_expired").await;
+                        return End::Close(1008, "token expired");
+                    }
+                    if self.acks.next_due().is_some_and(|d| now >= d) && self.redeliver(now).await.is_err() {
+                        return End::Gone;
+                    }
                     if now >= next_ping {
                         next_ping = now + heartbeat;
                         if self.write(WsMessage::Ping(Default::default())).await.is_err() {
@@ -273,19 +307,48 @@ impl Conn {
         rx: &mut mpsc::Receiver<Arc<Message>>,
     ) -> Result<(), ()> {
         let mut batch = Vec::with_capacity(8);
-        if self.session.accept(&first) {
-            batch.push(first);
-        }
-        while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(m) if self.session.accept(&m) => batch.push(m),
-                Ok(_) => {}
-                Err(_) => break,
+        let now = Instant::now();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if self.session.accept(&m) {
+                match self.acks.offer(m, now) {
+                    Ok(Some(m)) => batch.push(m),
+                    Ok(None) => {}
+                    Err(Overflow) => {
+                        self.app.metrics.slow_consumer_disconnects.inc();
+                        self.session.shared.kick(Kick::SlowConsumer);
+                        break;
+                    }
+                }
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
             }
         }
         self.write_messages(&batch).await
     }
 
+    /// Sends due redeliveries and reports messages given up.
+    async fn redeliver(&mut self, now: Instant) -> Result<(), ()> {
+        let due = self.acks.due(now);
+        self.app
+            .metrics
+            .redeliveries
+            .inc_by(due.resend.len() as u64);
+        self.write_messages(&due.resend).await?;
+        let max = self.app.config.max_redeliveries;
+        for (channel, id) in due.given_up {
+            let frame = json!({
+                "type": "error",
+                "code": "ack_timeout",
+                "message": format!("message {id} was not acknowledged after {max} redeliveries; it is not sent again"),
+                "channel": &*channel,
+                "id": id.to_string(),
+            });
+            self.send_json(frame).await?;
+        }
+        self.write_messages(&due.send).await
+    }
     async fn write_messages(&mut self, batch: &[Arc<Message>]) -> Result<(), ()> {
         if batch.is_empty() {
             return Ok(());
@@ -398,6 +461,7 @@ impl Conn {
                 self.subscribe(channel.into(), since, frame.ack).await
             }
             "unsubscribe" => {
+                self.acks.remove(&channel);
                 if self.session.unsubscribe(&channel) {
                     self.send_json(json!({"type": "unsubscribed", "channel": channel}))
                         .await
@@ -420,14 +484,37 @@ impl Conn {
                     .map_err(gone),
             },
             _ => self
-                .error(
-                    "invalid_frame",
-                    "no subscription of this connection asked for acknowledgements",
-                    Some(&channel),
-                )
+                .on_ack(&channel, frame.id.as_deref())
                 .await
                 .map_err(gone),
         }
+    }
+
+    async fn on_ack(&mut self, channel: &str, id: Option<&str>) -> Result<(), ()> {
+        if !self.acks.is_acked(channel) {
+            return self
+                .error(
+                    "invalid_frame",
+                    "this channel has no subscription with ack:true",
+                    Some(channel),
+                )
+                .await;
+        }
+        let Some(Ok(id)) = id.map(str::parse::<MessageId>) else {
+            return self
+                .error(
+                    "invalid_frame",
+                    "ack needs the message \"id\"",
+                    Some(channel),
+                )
+                .await;
+        };
+        let (latency, send) = self.acks.ack(channel, id, Instant::now());
+        if let Some(latency) = latency {
+            self.app.metrics.acks.inc();
+            self.app.metrics.ack_latency.observe(latency.as_secs_f64());
+        }
+        self.write_messages(&send).await
     }
 
     async fn subscribe(
@@ -437,16 +524,6 @@ impl Conn {
         ack: bool,
     ) -> Result<(), End> {
         let gone = |_| End::Gone;
-        if ack {
-            return self
-                .error(
-                    "not_supported",
-                    "acknowledged subscriptions (ack:true) are not available in this build yet",
-                    Some(&channel),
-                )
-                .await
-                .map_err(gone);
-        }
         if !self.principal.may_subscribe(&channel) {
             return self
                 .error(
@@ -466,7 +543,24 @@ impl Conn {
                     "position": sub.position.to_string(),
                 });
                 self.send_json(frame).await.map_err(gone)?;
-                self.write_messages(&sub.messages).await.map_err(gone)
+                let mut now_sendable = Vec::with_capacity(sub.messages.len());
+                if ack {
+                    self.acks.add(channel.clone());
+                    let now = Instant::now();
+                    for m in sub.messages {
+                        match self.acks.offer(m, now) {
+                            Ok(Some(m)) => now_sendable.push(m),
+                            Ok(None) => {}
+                            Err(Overflow) => {
+                                self.session.shared.kick(Kick::SlowConsumer);
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    now_sendable = sub.messages;
+                }
+                self.write_messages(&now_sendable).await.map_err(gone)
             }
             Err(e) => {
                 let code = match e {
@@ -495,6 +589,19 @@ impl Conn {
                     Some(&channel),
                 )
                 .await;
+        }
+        let rate = self.app.config.publish_rate_limit;
+        if rate > 0 {
+            let (left, since) = &mut self.publish_budget;
+            if since.elapsed() >= Duration::from_secs(1) {
+                *left = rate;
+                *since = Instant::now();
+            }
+            if *left == 0 {
+                let message = format!("at most {rate} publish frames per second on one connection");
+                return self.error("rate_limited", &message, Some(&channel)).await;
+            }
+            *left -= 1;
         }
         let limit = self.app.config.max_message_bytes;
         if data.get().len() > limit {

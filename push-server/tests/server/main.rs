@@ -1,7 +1,9 @@
 //! Integration tests: a real server on loopback, real WebSocket, SSE and
 //! HTTP clients. One test binary, one module per area.
 
+mod acks;
 mod api;
+mod auth;
 mod common;
 mod lifecycle;
 mod sse;

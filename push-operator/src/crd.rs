@@ -1,0 +1,628 @@
+//! The `PushCluster` custom resource (`push.dev/v1alpha1`).
+//!
+//! Every field is optional for the user: serde defaults fill the Rust side and
+//! the same defaults are written into the OpenAPI schema, so the API server
+//! stores the filled-in object and `kubectl get -o yaml` shows what the
+//! operator acts on. Bounds that the schema can express (minimum, patterns,
+//! CEL rules) are enforced by the API server; [`PushClusterSpec::validate`]
+//! re-checks them in the operator because a CRD installed by an older
+//! operator, or `render` run on a local file, never went through the API
+//! server.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Quantity syntax as the API server parses it (`resource.Quantity`).
+pub const QUANTITY_PATTERN: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
+/// Durations as push-server reads them: `500ms`, `25s`, `5m`, `1h`, bare seconds.
+pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)?$";
+
+/// Image used when `spec.image` is empty: the push-server release that
+/// matches this operator build.
+pub fn default_image() -> String {
+    format!("ghcr.io/push-dev/push-server:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Desired state of a Push deployment: the push-server pods, their
+/// autoscaler and the Redis broker behind them.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "push.dev",
+    version = "v1alpha1",
+    kind = "PushCluster",
+    namespaced,
+    shortname = "pc",
+    status = "PushClusterStatus",
+    derive = "PartialEq",
+    doc = "A Push cluster: push-server pods, Redis (master, replicas, Sentinel or Redis Cluster) and a connection-based autoscaler.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Connections target",
+        type_ = "integer",
+        json_path = ".spec.autoscaling.targetConnectionsPerPod"
+    ),
+    printcolumn(
+        name = "Master",
+        type_ = "string",
+        json_path = ".status.redis.master",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PushClusterSpec {
+    /// push-server image; empty means the release matching the operator.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Pull policy for the push-server image (Always, IfNotPresent, Never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Fixed replica count, used only while autoscaling is disabled.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+    /// Horizontal scaling on live connection counts.
+    #[serde(default)]
+    pub autoscaling: Autoscaling,
+    /// CPU/memory requests and limits of the push-server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// push-server settings, written to its config file (SPEC §10 names).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// JWT and publish keys, read from a Secret in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// The Redis broker the push-server nodes share.
+    #[serde(default)]
+    pub redis: RedisSpec,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+/// Kubernetes image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// HorizontalPodAutoscaler settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// When false, `spec.replicas` is applied and no HPA exists.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Lower bound for the HPA.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Upper bound for the HPA.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average `push_connections` per pod the HPA aims for.
+    #[serde(default = "default_target_connections")]
+    #[schemars(range(min = 1))]
+    pub target_connections_per_pod: i64,
+    /// Seconds the HPA waits before scaling down, so a drain (which moves
+    /// connections off a pod) is not read as a lasting drop.
+    #[serde(default = "default_scale_down_window")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i32,
+}
+
+impl Default for Autoscaling {
+    fn default() -> Self {
+        Autoscaling {
+            enabled: true,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_connections_per_pod: default_target_connections(),
+            scale_down_stabilization_seconds: default_scale_down_window(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_replicas() -> i32 {
+    20
+}
+fn default_target_connections() -> i64 {
+    10_000
+}
+fn default_scale_down_window() -> i32 {
+    300
+}
+
+/// push-server settings (SPEC §10). Unset optional fields keep the server's
+/// own defaults; the ones with a default here are needed by the operator
+/// itself (drain period → grace period) or shown in SPEC §11.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSettings {
+    /// WebSocket ping interval.
+    #[serde(default = "default_heartbeat")]
+    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    pub heartbeat: String,
+    /// Close a connection silent for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    pub idle_timeout: Option<String>,
+    /// SSE comment heartbeat interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    pub sse_heartbeat: Option<String>,
+    /// Time over which clients are told to reconnect on SIGTERM.
+    #[serde(default = "default_drain_period")]
+    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    pub drain_period: String,
+    /// Retained messages per channel (0 disables history).
+    #[serde(default = "default_history_size")]
+    #[schemars(range(min = 0))]
+    pub history_size: i64,
+    /// How long history is retained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    pub history_ttl: Option<String>,
+    /// Rebalance connections after scale-out by expiring them (± jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    pub max_connection_lifetime: Option<String>,
+    /// Per-node connection cap (503 beyond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<i64>,
+    /// Subscriptions one connection may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_channels_per_connection: Option<i64>,
+    /// Largest accepted publish body (413 beyond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_message_bytes: Option<i64>,
+    /// Per-connection outbound queue bound before `slow_consumer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub outbound_queue: Option<i64>,
+    /// Replicas that must hold a publish before it is acknowledged (`WAIT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub publish_min_replicas: Option<i64>,
+    /// CORS / WebSocket Origin allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+    /// `text` or `json`; json by default because cluster logs are shipped.
+    #[serde(default = "default_log_format")]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            heartbeat: default_heartbeat(),
+            idle_timeout: None,
+            sse_heartbeat: None,
+            drain_period: default_drain_period(),
+            history_size: default_history_size(),
+            history_ttl: None,
+            max_connection_lifetime: None,
+            max_connections: None,
+            max_channels_per_connection: None,
+            max_message_bytes: None,
+            outbound_queue: None,
+            publish_min_replicas: None,
+            allowed_origins: None,
+            log_format: default_log_format(),
+        }
+    }
+}
+
+fn default_heartbeat() -> String {
+    "25s".into()
+}
+fn default_drain_period() -> String {
+    "30s".into()
+}
+fn default_history_size() -> i64 {
+    100
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Json
+}
+
+/// push-server log format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the auth keys live.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret with keys `jwtSecret`, `jwtPublicKey`, `publishKey` (each optional).
+    pub secret_ref: SecretRef,
+}
+
+/// A Secret in the PushCluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Redis topology.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RedisMode {
+    /// One master, `replicas` replicas, Sentinel for failover.
+    #[default]
+    Replication,
+    /// Redis Cluster (sharded pub/sub), `cluster.shards` masters.
+    Cluster,
+}
+
+/// The Redis broker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    // Switching topology would reuse the `<name>-redis` StatefulSet and its
+    // volumes with an incompatible config; it needs a new PushCluster.
+    validation = Rule::new("self.mode == oldSelf.mode").message("redis.mode cannot be changed")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Replication (master + replicas + Sentinel) or Cluster.
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Redis image (also used for Sentinel); needs Redis ≥ 7.
+    #[serde(default = "default_redis_image")]
+    pub image: String,
+    /// Replicas besides the master (Replication mode).
+    #[serde(default = "default_redis_replicas")]
+    #[schemars(range(min = 0, max = 15))]
+    pub replicas: i32,
+    /// Sentinel settings (Replication mode).
+    #[serde(default)]
+    pub sentinel: SentinelSpec,
+    /// Redis Cluster layout (Cluster mode).
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    /// Persistent volume per Redis pod.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// CPU/memory for each Redis container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        RedisSpec {
+            mode: RedisMode::Replication,
+            image: default_redis_image(),
+            replicas: default_redis_replicas(),
+            sentinel: SentinelSpec::default(),
+            cluster: ClusterSpec::default(),
+            storage: StorageSpec::default(),
+            resources: None,
+        }
+    }
+}
+
+fn default_redis_image() -> String {
+    "redis:7.4".into()
+}
+fn default_redis_replicas() -> i32 {
+    2
+}
+
+/// Sentinel settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentinelSpec {
+    /// Sentinel processes; odd, so a majority can agree.
+    #[serde(default = "default_sentinels")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// Milliseconds without a reply before a Sentinel calls the master down.
+    #[serde(default = "default_down_after")]
+    #[schemars(range(min = 1000))]
+    pub down_after_milliseconds: i64,
+    /// CPU/memory for each Sentinel container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for SentinelSpec {
+    fn default() -> Self {
+        SentinelSpec {
+            replicas: default_sentinels(),
+            down_after_milliseconds: default_down_after(),
+            resources: None,
+        }
+    }
+}
+
+fn default_sentinels() -> i32 {
+    3
+}
+fn default_down_after() -> i64 {
+    5000
+}
+
+/// Redis Cluster layout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Masters (hash-slot shards); Redis Cluster needs at least 3.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 3, max = 100))]
+    pub shards: i32,
+    /// Replicas per master.
+    #[serde(default = "default_replicas_per_shard")]
+    #[schemars(range(min = 0, max = 5))]
+    pub replicas_per_shard: i32,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            shards: default_shards(),
+            replicas_per_shard: default_replicas_per_shard(),
+        }
+    }
+}
+
+fn default_shards() -> i32 {
+    3
+}
+fn default_replicas_per_shard() -> i32 {
+    1
+}
+
+/// Persistent storage per Redis pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size as a Kubernetes quantity (`1Gi`).
+    #[serde(default = "default_storage_size")]
+    #[schemars(pattern(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"))]
+    pub size: String,
+    /// StorageClass; unset uses the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+
+/// Observed state, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushClusterStatus {
+    /// `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, RedisReady, ServerReady.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// push-server pods that exist (scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// push-server pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the push-server pods (scale subresource, HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Redis state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStatus>,
+}
+
+/// Redis part of the status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisStatus {
+    /// Pod currently serving as master (Replication mode), as Sentinel sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// Redis pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Sentinel pods that are ready.
+    #[serde(default)]
+    pub ready_sentinels: i32,
+}
+
+/// A status condition, shaped like `metav1.Condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, RedisReady or ServerReady.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// CamelCase machine-readable cause.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// RFC 3339 time of the last change of `status`.
+    pub last_transition_time: String,
+    /// Generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl PushClusterSpec {
+    /// Re-checks what the CRD schema enforces and what it cannot (cross-field
+    /// rules), so `render` on a local file and a reconcile under an outdated
+    /// CRD fail with a clear message instead of producing broken objects.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        if self.image.trim().is_empty() {
+            problems.push("spec.image must not be empty".to_string());
+        }
+        if self.replicas < 1 {
+            problems.push("spec.replicas must be at least 1".into());
+        }
+        let a = &self.autoscaling;
+        if a.min_replicas < 1 {
+            problems.push("spec.autoscaling.minReplicas must be at least 1".into());
+        }
+        if a.max_replicas < a.min_replicas {
+            problems.push("spec.autoscaling.minReplicas must not exceed maxReplicas".into());
+        }
+        if a.target_connections_per_pod < 1 {
+            problems.push("spec.autoscaling.targetConnectionsPerPod must be at least 1".into());
+        }
+        let s = &self.server;
+        for (name, value) in [
+            ("heartbeat", Some(&s.heartbeat)),
+            ("drainPeriod", Some(&s.drain_period)),
+            ("idleTimeout", s.idle_timeout.as_ref()),
+            ("sseHeartbeat", s.sse_heartbeat.as_ref()),
+            ("historyTtl", s.history_ttl.as_ref()),
+            ("maxConnectionLifetime", s.max_connection_lifetime.as_ref()),
+        ] {
+            if let Some(v) = value {
+                if parse_duration_secs(v).is_none() {
+                    problems.push(format!(
+                        "spec.server.{name}: {v:?} is not a duration like 500ms, 25s, 5m, 1h"
+                    ));
+                }
+            }
+        }
+        if s.history_size < 0 {
+            problems.push("spec.server.historySize must not be negative".into());
+        }
+        let r = &self.redis;
+        if !(0..=15).contains(&r.replicas) {
+            problems.push("spec.redis.replicas must be between 0 and 15".into());
+        }
+        if r.sentinel.replicas < 1 {
+            problems.push("spec.redis.sentinel.replicas must be at least 1".into());
+        }
+        if r.mode == RedisMode::Cluster && r.cluster.shards < 3 {
+            problems.push("spec.redis.cluster.shards must be at least 3".into());
+        }
+        if !is_quantity(&r.storage.size) {
+            problems.push(format!(
+                "spec.redis.storage.size: {:?} is not a quantity like 1Gi",
+                r.storage.size
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidSpec(problems.join("; ")))
+        }
+    }
+}
+
+/// Seconds in a SPEC §10 duration (`500ms` rounds up to 1 s; bare number = s).
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits_end == 0 {
+        return None;
+    }
+    let n: u64 = s[..digits_end].parse().ok()?;
+    match &s[digits_end..] {
+        "" | "s" => Some(n),
+        "ms" => Some(n.div_ceil(1000)),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+}
+
+/// Same grammar as [`QUANTITY_PATTERN`], without a regex dependency.
+pub fn is_quantity(s: &str) -> bool {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let num_end = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
+    let (num, suffix) = body.split_at(num_end);
+    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+        return false;
+    }
+    matches!(
+        suffix,
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
+    ) || ((suffix.starts_with('e') || suffix.starts_with('E'))
+        && suffix[1..]
+            .strip_prefix(['+', '-'])
+            .unwrap_or(&suffix[1..])
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        && suffix.len() > 1)
+}
+
+/// The CRD as YAML, exactly as `push-operator crd` prints and
+/// `crds/pushcluster.yaml` stores it.
+pub fn crd_yaml() -> Result<String, Error> {
+    let crd = PushCluster::crd();
+    Ok(serde_yaml::to_string(&crd)?)
+}

@@ -1,0 +1,261 @@
+//! push-server objects: config, Deployment, Service, PodDisruptionBudget and
+//! the connection-count HorizontalPodAutoscaler.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{labels, meta, redis, selector, typed, Desired, Names, HTTP_PORT};
+use crate::crd::{parse_duration_secs, LogFormat, PushCluster, RedisMode};
+use crate::{Error, Result};
+
+/// Component label value of the push-server pods.
+pub const SERVER_COMPONENT: &str = "server";
+/// Where the config file is mounted in the push-server container.
+pub const CONFIG_PATH: &str = "/etc/push/config.yaml";
+/// Seconds added to the drain period for the grace period: the drain spreads
+/// reconnects over `drain_period`, then the process still has to flush and exit.
+pub const GRACE_MARGIN_SECS: u64 = 15;
+
+/// push-server's YAML config: SPEC §10 names, snake_case, durations as
+/// written by the user. Redis and auth are passed as environment variables
+/// (they depend on Secrets and on the Redis objects), everything else here.
+pub fn config_yaml(pc: &PushCluster) -> Result<String> {
+    let s = &pc.spec.server;
+    let mut m: BTreeMap<&str, serde_yaml::Value> = BTreeMap::new();
+    m.insert("listen", format!("0.0.0.0:{HTTP_PORT}").into());
+    m.insert("heartbeat", s.heartbeat.clone().into());
+    m.insert("drain_period", s.drain_period.clone().into());
+    m.insert("history_size", s.history_size.into());
+    m.insert(
+        "log_format",
+        match s.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+        .into(),
+    );
+    let opt_str = [
+        ("idle_timeout", &s.idle_timeout),
+        ("sse_heartbeat", &s.sse_heartbeat),
+        ("history_ttl", &s.history_ttl),
+        ("max_connection_lifetime", &s.max_connection_lifetime),
+    ];
+    for (k, v) in opt_str {
+        if let Some(v) = v {
+            m.insert(k, v.clone().into());
+        }
+    }
+    let opt_int = [
+        ("max_connections", s.max_connections),
+        ("max_channels_per_connection", s.max_channels_per_connection),
+        ("max_message_bytes", s.max_message_bytes),
+        ("outbound_queue", s.outbound_queue),
+        ("publish_min_replicas", s.publish_min_replicas),
+    ];
+    for (k, v) in opt_int {
+        if let Some(v) = v {
+            m.insert(k, v.into());
+        }
+    }
+    if let Some(origins) = &s.allowed_origins {
+        // SPEC §10: comma-separated, the same form as the flag and variable.
+        m.insert("allowed_origins", origins.join(",").into());
+    }
+    Ok(serde_yaml::to_string(&m)?)
+}
+
+/// Grace period: strictly longer than the drain period.
+pub fn termination_grace_seconds(pc: &PushCluster) -> Result<i64> {
+    let drain = parse_duration_secs(&pc.spec.server.drain_period).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "spec.server.drainPeriod {:?}",
+            pc.spec.server.drain_period
+        ))
+    })?;
+    Ok((drain + GRACE_MARGIN_SECS) as i64)
+}
+
+fn env(pc: &PushCluster, names: &Names) -> Vec<serde_json::Value> {
+    let mut env = Vec::new();
+    match pc.spec.redis.mode {
+        RedisMode::Replication => {
+            env.push(json!({ "name": "PUSH_REDIS_SENTINEL",
+                             "value": redis::sentinel_addrs(pc, names).join(",") }));
+            env.push(json!({ "name": "PUSH_REDIS_MASTER_NAME", "value": redis::master_name() }));
+        }
+        RedisMode::Cluster => {
+            env.push(json!({ "name": "PUSH_REDIS_CLUSTER",
+                             "value": redis::cluster_addrs(pc, names).join(",") }));
+        }
+    }
+    if let Some(auth) = &pc.spec.auth {
+        // Each key is optional: a Secret with only jwtSecret is valid, and
+        // push-server treats an absent variable as "off".
+        for (var, key) in [
+            ("PUSH_JWT_SECRET", "jwtSecret"),
+            ("PUSH_JWT_PUBLIC_KEY", "jwtPublicKey"),
+            ("PUSH_PUBLISH_KEY", "publishKey"),
+        ] {
+            env.push(json!({
+                "name": var,
+                "valueFrom": { "secretKeyRef": {
+                    "name": auth.secret_ref.name, "key": key, "optional": true } },
+            }));
+        }
+    }
+    env
+}
+
+/// push-server config, Deployment, Service, PDB and (if enabled) HPA.
+pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
+    let spec = &pc.spec;
+    let config = config_yaml(pc)?;
+    let sel = selector(names, SERVER_COMPONENT);
+    let mut pod_labels = labels(names, SERVER_COMPONENT);
+    pod_labels.remove("app.kubernetes.io/managed-by");
+
+    let mut deployment = json!({
+        "metadata": meta(pc, names, names.server(), SERVER_COMPONENT)?,
+        "spec": {
+            "selector": { "matchLabels": sel },
+            "strategy": { "type": "RollingUpdate",
+                          "rollingUpdate": { "maxSurge": "25%", "maxUnavailable": 0 } },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": HTTP_PORT.to_string(),
+                        "prometheus.io/path": "/metrics",
+                        // A config change must roll the pods: the server reads
+                        // its file once at start.
+                        "push.dev/config-hash": fnv1a_hex(&config),
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": termination_grace_seconds(pc)?,
+                    "affinity": { "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [{
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": { "matchLabels": sel },
+                            },
+                        }],
+                    } },
+                    "topologySpreadConstraints": [{
+                        "maxSkew": 1,
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": { "matchLabels": sel },
+                    }],
+                    "containers": [{
+                        "name": "push-server",
+                        "image": spec.image,
+                        "imagePullPolicy": spec.image_pull_policy.map(|p| p.as_str()),
+                        "args": ["--config", CONFIG_PATH],
+                        "env": env(pc, names),
+                        "ports": [{ "name": "http", "containerPort": HTTP_PORT }],
+                        "livenessProbe": {
+                            "httpGet": { "path": "/healthz", "port": "http" },
+                            "periodSeconds": 10,
+                            "failureThreshold": 3,
+                        },
+                        "readinessProbe": {
+                            "httpGet": { "path": "/readyz", "port": "http" },
+                            "periodSeconds": 5,
+                            "failureThreshold": 1,
+                        },
+                        "resources": match &spec.resources {
+                            Some(r) => serde_json::to_value(r)?,
+                            None => serde_json::Value::Null,
+                        },
+                        "volumeMounts": [{ "name": "config", "mountPath": "/etc/push", "readOnly": true }],
+                    }],
+                    "volumes": [{ "name": "config", "configMap": { "name": names.server() } }],
+                },
+            },
+        },
+    });
+    // With autoscaling on the HPA owns spec.replicas: leaving the field out of
+    // our apply means server-side apply never resets what the HPA chose.
+    if !spec.autoscaling.enabled {
+        deployment["spec"]["replicas"] = json!(spec.replicas);
+    }
+
+    let mut out = vec![
+        Desired::ConfigMap(typed(json!({
+            "metadata": meta(pc, names, names.server(), SERVER_COMPONENT)?,
+            "data": { "config.yaml": config },
+        }))?),
+        Desired::Deployment(typed(deployment)?),
+        Desired::Service(typed(json!({
+            "metadata": meta(pc, names, names.server(), SERVER_COMPONENT)?,
+            "spec": {
+                "selector": sel,
+                "ports": [{ "name": "http", "port": 80, "targetPort": "http" }],
+            },
+        }))?),
+        Desired::PodDisruptionBudget(typed(json!({
+            "metadata": meta(pc, names, names.server(), SERVER_COMPONENT)?,
+            "spec": {
+                // Evictions drain one pod at a time; each drain moves its
+                // clients to the others.
+                "maxUnavailable": 1,
+                "selector": { "matchLabels": sel },
+            },
+        }))?),
+    ];
+    if spec.autoscaling.enabled {
+        out.push(Desired::HorizontalPodAutoscaler(typed(hpa(pc, names)?)?));
+    }
+    Ok(out)
+}
+
+fn hpa(pc: &PushCluster, names: &Names) -> Result<serde_json::Value> {
+    let a = &pc.spec.autoscaling;
+    Ok(json!({
+        "metadata": meta(pc, names, names.server(), SERVER_COMPONENT)?,
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": names.server() },
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{
+                "type": "Pods",
+                "pods": {
+                    "metric": { "name": "push_connections" },
+                    "target": { "type": "AverageValue", "averageValue": a.target_connections_per_pod.to_string() },
+                },
+            }],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        { "type": "Percent", "value": 100, "periodSeconds": 60 },
+                        { "type": "Pods", "value": 4, "periodSeconds": 60 },
+                    ],
+                },
+                // Scaling down drains a pod and its clients reconnect to the
+                // others, which briefly lowers then raises their counts; a
+                // long window and one pod per minute avoid flapping.
+                "scaleDown": {
+                    "stabilizationWindowSeconds": a.scale_down_stabilization_seconds,
+                    "selectPolicy": "Min",
+                    "policies": [{ "type": "Pods", "value": 1, "periodSeconds": 60 }],
+                },
+            },
+        },
+    }))
+}
+
+/// Stable, dependency-free hash for the config annotation.
+pub fn fnv1a_hex(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,541 @@
+//! Reconcile against a mocked API server (the tower-test pattern of
+//! kube-rs/controller-rs): one scenario per test, every expected request
+//! asserted in order, and a timeout on each so a missing call fails the test
+//! instead of hanging it. Redis is an in-memory stub of `RedisOps`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::Client;
+use push_operator::controller::{self, BoxFut, Context, RedisOps};
+use push_operator::crd::PushCluster;
+use push_operator::metrics::Metrics;
+use push_operator::objects::Settings;
+use push_operator::redis_probe::Endpoints;
+use push_operator::topology::{Action as RedisAction, Observation, PodState, Role, Running};
+use push_operator::Error;
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle, SendResponse};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// Redis as a fixed observation; records the actions the controller takes.
+struct StubRedis {
+    obs: Observation,
+    executed: Mutex<Vec<RedisAction>>,
+}
+
+impl RedisOps for StubRedis {
+    fn observe(&self, _ep: Endpoints) -> BoxFut<Observation> {
+        let obs = self.obs.clone();
+        Box::pin(async move { obs })
+    }
+    fn execute(&self, _ep: Endpoints, action: RedisAction) -> BoxFut<push_operator::Result<()>> {
+        if let Ok(mut e) = self.executed.lock() {
+            e.push(action);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn up(role: Role) -> PodState {
+    PodState::Up(Running {
+        role,
+        offset: 100,
+        keys: 10,
+    })
+}
+
+/// A healthy replication set whose master (per Sentinel) is `master`; every
+/// other pod replicates from it, except `stray` which claims to be master.
+fn topology(master: usize, stray: Option<usize>) -> Arc<StubRedis> {
+    let pods = (0..3)
+        .map(|i| {
+            if i == master || Some(i) == stray {
+                up(Role::Master)
+            } else {
+                up(Role::Replica {
+                    master: Some(master),
+                    link_up: true,
+                })
+            }
+        })
+        .collect();
+    Arc::new(StubRedis {
+        obs: Observation {
+            pods,
+            sentinel_master: Some(master),
+        },
+        executed: Mutex::new(Vec::new()),
+    })
+}
+
+fn context(redis: Arc<StubRedis>) -> (Arc<Context>, ApiHandle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(client, Settings::default(), Metrics::default(), redis);
+    (Arc::new(ctx), handle)
+}
+
+fn pushcluster(spec: Value) -> PushCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "push.dev/v1alpha1",
+        "kind": "PushCluster",
+        "metadata": { "name": "demo", "namespace": "realtime", "uid": "uid-1", "generation": 3 },
+        "spec": spec,
+    }))
+    .expect("valid PushCluster")
+}
+
+/// The next request, or a test failure after a timeout.
+async fn next(handle: &mut ApiHandle, what: &str) -> (Request<Body>, SendResponse<Response<Body>>) {
+    tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("client dropped before {what}"))
+}
+
+async fn body_json(req: Request<Body>) -> Value {
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .expect("request body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("JSON request body")
+}
+
+fn respond(send: SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
+    let bytes = serde_json::to_vec(body).expect("serialize response");
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(bytes))
+            .expect("response"),
+    );
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "not found", "reason": "NotFound", "code": 404})
+}
+
+/// Answers one server-side apply: asserts method, path, field manager and
+/// force, and returns the object as stored, with a status that makes every
+/// workload fully ready.
+async fn expect_apply(handle: &mut ApiHandle, path: &str) -> Value {
+    let (req, send) = next(handle, path).await;
+    assert_eq!(req.method(), http::Method::PATCH, "{path}");
+    assert_eq!(req.uri().path(), path);
+    let query = req.uri().query().unwrap_or_default().to_string();
+    assert!(
+        query.contains("fieldManager=push-operator"),
+        "{path}: {query}"
+    );
+    assert!(query.contains("force=true"), "{path}: {query}");
+    assert_eq!(
+        req.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("application/apply-patch+yaml")
+    );
+    let mut obj = body_json(req).await;
+    let replicas = obj["spec"]["replicas"].as_i64().unwrap_or(3);
+    if matches!(obj["kind"].as_str(), Some("StatefulSet" | "Deployment")) {
+        obj["status"] = json!({ "replicas": replicas, "readyReplicas": replicas });
+    }
+    respond(send, StatusCode::OK, &obj);
+    obj
+}
+
+const NS: &str = "/api/v1/namespaces/realtime";
+const APPS: &str = "/apis/apps/v1/namespaces/realtime";
+
+fn replication_apply_paths() -> Vec<String> {
+    vec![
+        format!("{NS}/configmaps/demo-redis"),
+        format!("{NS}/services/demo-redis-headless"),
+        format!("{NS}/services/demo-redis-master"),
+        format!("{APPS}/statefulsets/demo-redis"),
+        "/apis/policy/v1/namespaces/realtime/poddisruptionbudgets/demo-redis".into(),
+        format!("{NS}/services/demo-sentinel"),
+        format!("{APPS}/statefulsets/demo-sentinel"),
+        "/apis/policy/v1/namespaces/realtime/poddisruptionbudgets/demo-sentinel".into(),
+        format!("{NS}/configmaps/demo-push"),
+        format!("{APPS}/deployments/demo-push"),
+        format!("{NS}/services/demo-push"),
+        "/apis/policy/v1/namespaces/realtime/poddisruptionbudgets/demo-push".into(),
+    ]
+}
+
+fn redis_pod(ordinal: usize, master_label: bool) -> Value {
+    let mut labels = json!({
+        "app.kubernetes.io/name": "push",
+        "app.kubernetes.io/instance": "demo",
+        "app.kubernetes.io/component": "redis",
+    });
+    if master_label {
+        labels["push.dev/redis-role"] = json!("master");
+    }
+    json!({ "metadata": { "name": format!("demo-redis-{ordinal}"), "namespace": "realtime", "labels": labels } })
+}
+
+/// Answers the Redis pod list and the label patches that must follow.
+async fn expect_master_label(handle: &mut ApiHandle, labelled: &[usize], want_master: usize) {
+    let (req, send) = next(handle, "pod list").await;
+    assert_eq!(req.method(), http::Method::GET);
+    assert_eq!(req.uri().path(), format!("{NS}/pods"));
+    let query = req.uri().query().unwrap_or_default();
+    assert!(query.contains("labelSelector="), "{query}");
+    let items: Vec<Value> = (0..3)
+        .map(|i| redis_pod(i, labelled.contains(&i)))
+        .collect();
+    respond(
+        send,
+        StatusCode::OK,
+        &json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items }),
+    );
+    let mut expected: Vec<(usize, Value)> = Vec::new();
+    for i in 0..3 {
+        let has = labelled.contains(&i);
+        if i == want_master && !has {
+            expected.push((i, json!("master")));
+        } else if i != want_master && has {
+            expected.push((i, Value::Null));
+        }
+    }
+    for (i, value) in expected {
+        let (req, send) = next(handle, "label patch").await;
+        assert_eq!(req.method(), http::Method::PATCH);
+        assert_eq!(req.uri().path(), format!("{NS}/pods/demo-redis-{i}"));
+        let body = body_json(req).await;
+        assert_eq!(
+            body["metadata"]["labels"]["push.dev/redis-role"], value,
+            "pod {i}"
+        );
+        respond(
+            send,
+            StatusCode::OK,
+            &redis_pod(i, value == json!("master")),
+        );
+    }
+}
+
+async fn expect_status(handle: &mut ApiHandle) -> Value {
+    let (req, send) = next(handle, "status patch").await;
+    assert_eq!(req.method(), http::Method::PATCH);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/push.dev/v1alpha1/namespaces/realtime/pushclusters/demo/status"
+    );
+    assert!(req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .contains("fieldManager=push-operator"));
+    let body = body_json(req).await;
+    let mut pc = serde_json::to_value(pushcluster(json!({}))).expect("pc json");
+    pc["status"] = body["status"].clone();
+    respond(send, StatusCode::OK, &pc);
+    body["status"].clone()
+}
+
+async fn expect_event(handle: &mut ApiHandle, reason: &str, type_: &str) -> Value {
+    let (req, send) = next(handle, &format!("{reason} event")).await;
+    assert_eq!(req.method(), http::Method::POST);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/events.k8s.io/v1/namespaces/realtime/events"
+    );
+    let body = body_json(req).await;
+    assert_eq!(body["reason"], reason);
+    assert_eq!(body["type"], type_);
+    assert_eq!(body["regarding"]["kind"], "PushCluster");
+    respond(send, StatusCode::OK, &body);
+    body
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("condition {type_} in {status}"))
+}
+
+/// After the scripted requests, the client must make no further call.
+async fn expect_no_more(mut handle: ApiHandle) {
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+}
+
+#[tokio::test]
+async fn applies_every_object_in_order_and_reports_ready() {
+    let redis = topology(0, None);
+    let (ctx, mut handle) = context(redis.clone());
+    let pc = Arc::new(pushcluster(json!({})));
+    let server = tokio::spawn(async move {
+        let mut deployment = Value::Null;
+        for path in replication_apply_paths() {
+            let obj = expect_apply(&mut handle, &path).await;
+            if obj["kind"] == "Deployment" {
+                deployment = obj;
+            }
+        }
+        expect_apply(
+            &mut handle,
+            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
+        )
+        .await;
+        expect_master_label(&mut handle, &[], 0).await;
+        let status = expect_status(&mut handle).await;
+        expect_event(&mut handle, "Ready", "Normal").await;
+        expect_event(&mut handle, "RedisMaster", "Normal").await;
+        expect_no_more(handle).await;
+        (deployment, status)
+    });
+    let action = controller::reconcile(pc, ctx)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(controller::RESYNC));
+    let (deployment, status) = server.await.expect("scenario");
+
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "autoscaling on: the HPA owns replicas"
+    );
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["redis"]["master"], "demo-redis-0");
+    for c in ["Ready", "RedisReady", "ServerReady"] {
+        assert_eq!(condition(&status, c)["status"], "True", "{c}: {status}");
+        assert!(condition(&status, c)["lastTransitionTime"].is_string());
+    }
+    assert!(redis.executed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn autoscaling_off_sets_replicas_and_deletes_the_hpa() {
+    let (ctx, mut handle) = context(topology(0, None));
+    let pc = Arc::new(pushcluster(
+        json!({ "replicas": 3, "autoscaling": { "enabled": false } }),
+    ));
+    let server = tokio::spawn(async move {
+        let mut deployment = Value::Null;
+        for path in replication_apply_paths() {
+            let obj = expect_apply(&mut handle, &path).await;
+            if obj["kind"] == "Deployment" {
+                deployment = obj;
+            }
+        }
+        let (req, send) = next(&mut handle, "HPA delete").await;
+        assert_eq!(req.method(), http::Method::DELETE);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push"
+        );
+        respond(send, StatusCode::NOT_FOUND, &not_found());
+        expect_master_label(&mut handle, &[0], 0).await;
+        expect_status(&mut handle).await;
+        expect_event(&mut handle, "Ready", "Normal").await;
+        expect_event(&mut handle, "RedisMaster", "Normal").await;
+        expect_no_more(handle).await;
+        deployment
+    });
+    controller::reconcile(pc, ctx)
+        .await
+        .expect("reconcile succeeds");
+    let deployment = server.await.expect("scenario");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn after_failover_the_label_moves_and_the_stray_master_follows() {
+    // Sentinel promoted pod 2; pod 0 (labelled master from before) came back
+    // claiming to be master.
+    let redis = topology(2, Some(0));
+    let (ctx, mut handle) = context(redis.clone());
+    let mut pc = pushcluster(json!({}));
+    pc.status = Some(
+        serde_json::from_value(json!({
+            "redis": { "master": "demo-redis-0" },
+        }))
+        .expect("status"),
+    );
+    let pc = Arc::new(pc);
+    let server = tokio::spawn(async move {
+        for path in replication_apply_paths() {
+            expect_apply(&mut handle, &path).await;
+        }
+        expect_apply(
+            &mut handle,
+            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
+        )
+        .await;
+        expect_master_label(&mut handle, &[0], 2).await;
+        let status = expect_status(&mut handle).await;
+        expect_event(&mut handle, "Ready", "Normal").await;
+        let ev = expect_event(&mut handle, "RedisMaster", "Normal").await;
+        expect_no_more(handle).await;
+        (status, ev)
+    });
+    controller::reconcile(pc, ctx)
+        .await
+        .expect("reconcile succeeds");
+    let (status, ev) = server.await.expect("scenario");
+    assert_eq!(status["redis"]["master"], "demo-redis-2");
+    assert!(ev["note"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("demo-redis-2"));
+    assert_eq!(
+        *redis.executed.lock().unwrap(),
+        vec![RedisAction::ReplicaOf { pod: 0, master: 2 }]
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_becomes_a_condition_not_a_retry() {
+    let (ctx, mut handle) = context(topology(0, None));
+    let pc = Arc::new(pushcluster(
+        json!({ "autoscaling": { "minReplicas": 5, "maxReplicas": 2 } }),
+    ));
+    let server = tokio::spawn(async move {
+        let status = expect_status(&mut handle).await;
+        let ev = expect_event(&mut handle, "InvalidSpec", "Warning").await;
+        expect_no_more(handle).await;
+        (status, ev)
+    });
+    let action = controller::reconcile(pc, ctx.clone())
+        .await
+        .expect("a bad spec is not an error");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "only a spec edit can fix it"
+    );
+    let (status, ev) = server.await.expect("scenario");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(ready["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("minReplicas"));
+    assert_eq!(status["observedGeneration"], 3);
+    assert!(ev["note"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("maxReplicas"));
+}
+
+#[tokio::test]
+async fn api_error_is_reported_and_retried_with_backoff() {
+    let (ctx, mut handle) = context(topology(0, None));
+    let pc = Arc::new(pushcluster(json!({})));
+    let server = tokio::spawn(async move {
+        let (req, send) = next(&mut handle, "first apply").await;
+        assert_eq!(req.uri().path(), format!("{NS}/configmaps/demo-redis"));
+        respond(
+            send,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "etcd unavailable", "reason": "InternalError", "code": 500}),
+        );
+        let status = expect_status(&mut handle).await;
+        expect_no_more(handle).await;
+        status
+    });
+    let err = controller::reconcile(pc.clone(), ctx.clone())
+        .await
+        .expect_err("apply failed");
+    assert!(matches!(err, Error::Kube(_)), "{err}");
+    assert_eq!(err.metric_label(), "kube");
+    let status = server.await.expect("scenario");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ReconcileError");
+    assert!(ready["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("etcd unavailable"));
+
+    assert_eq!(
+        controller::error_policy(pc.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        controller::error_policy(pc, &err, ctx),
+        Action::requeue(Duration::from_secs(10))
+    );
+}
+
+#[tokio::test]
+async fn deleted_pushcluster_makes_no_calls() {
+    let (ctx, handle) = context(topology(0, None));
+    let mut pc = pushcluster(json!({}));
+    pc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let action = controller::reconcile(Arc::new(pc), ctx)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "owner references let the GC remove the objects"
+    );
+    expect_no_more(handle).await;
+}
+
+#[tokio::test]
+async fn steady_state_writes_no_status_and_no_events() {
+    // First reconcile produces the status; the second sees it unchanged and
+    // must neither patch it (transition times stay) nor publish events.
+    let redis = topology(0, None);
+    let (ctx, mut handle) = context(redis.clone());
+    let first = tokio::spawn(async move {
+        for path in replication_apply_paths() {
+            expect_apply(&mut handle, &path).await;
+        }
+        expect_apply(
+            &mut handle,
+            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
+        )
+        .await;
+        expect_master_label(&mut handle, &[0], 0).await;
+        let status = expect_status(&mut handle).await;
+        expect_event(&mut handle, "Ready", "Normal").await;
+        expect_event(&mut handle, "RedisMaster", "Normal").await;
+        status
+    });
+    controller::reconcile(Arc::new(pushcluster(json!({}))), ctx)
+        .await
+        .expect("first reconcile");
+    let status = first.await.expect("first scenario");
+
+    let (ctx, mut handle) = context(redis);
+    let mut pc = pushcluster(json!({}));
+    pc.status = Some(serde_json::from_value(status).expect("status round-trips"));
+    let second = tokio::spawn(async move {
+        for path in replication_apply_paths() {
+            expect_apply(&mut handle, &path).await;
+        }
+        expect_apply(
+            &mut handle,
+            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
+        )
+        .await;
+        expect_master_label(&mut handle, &[0], 0).await;
+        expect_no_more(handle).await;
+    });
+    controller::reconcile(Arc::new(pc), ctx)
+        .await
+        .expect("second reconcile");
+    second.await.expect("second scenario");
+}

@@ -1,0 +1,279 @@
+//! The topology decision against real `redis-server` and `redis-sentinel`
+//! processes on loopback: bootstrap from the boot step's decision, kill the
+//! master, restart it empty, and check that no data is lost and the master
+//! ends up where Sentinel put it.
+//!
+//! Needs `redis-server` and `redis-sentinel` on PATH (`make test-operator`
+//! installs them). Without them the test fails with a message saying so,
+//! rather than passing silently.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use push_operator::boot::{self, SentinelSettings};
+use push_operator::redis_probe::{self, Endpoints, Reply};
+use push_operator::topology::{self, PodState, Role, Target};
+use tokio::process::{Child, Command};
+use tokio::time::{sleep, Instant};
+
+/// Upper bound for anything we wait for; failover with a 1 s down-after
+/// takes a few seconds.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Children are killed when the test ends, pass or fail.
+struct Procs(Vec<Option<Child>>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().flatten() {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "push-op-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn require(bin: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{bin} not found: install redis-server and redis-sentinel (make test-operator does)"
+    );
+}
+
+fn start_redis(port: u16, dir: &Path, fragment: &str) -> Child {
+    let mut args: Vec<String> = vec![
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        "".into(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ];
+    // The boot step's fragment is either a comment (master) or `replicaof h p`.
+    if let Some(rest) = fragment.trim().strip_prefix("replicaof ") {
+        args.push("--replicaof".into());
+        args.push(rest.to_string());
+    }
+    Command::new("redis-server")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn redis-server")
+}
+
+fn start_sentinel(conf: &Path) -> Child {
+    Command::new("redis-sentinel")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn redis-sentinel")
+}
+
+/// Polls `check` until it returns `Some`, or panics at the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn dbsize(addr: &str) -> Option<u64> {
+    match redis_probe::call(addr, &["DBSIZE"]).await {
+        Ok(Reply::Int(n)) => Some(n as u64),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_and_empty_restart_against_real_sentinel() {
+    require("redis-server");
+    require("redis-sentinel");
+    const KEYS: u64 = 50;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ep = Endpoints {
+        pods: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        sentinels: sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
+        master_name: "push".into(),
+    };
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tempdir(&format!("redis{i}"))).collect();
+    let mut procs = Procs(Vec::new());
+
+    // Bootstrap: every pod asks the decision how to start, as the init
+    // container does. Nothing runs yet, so pod 0 is master by the ordinal rule.
+    let far = Instant::now() + DEADLINE;
+    let mut fragments = Vec::new();
+    for i in 0..3 {
+        fragments.push(
+            boot::redis_boot(&ep, i, false, far)
+                .await
+                .expect("boot decision"),
+        );
+    }
+    assert!(
+        fragments[0].starts_with('#'),
+        "pod 0 starts as master: {}",
+        fragments[0]
+    );
+    assert_eq!(fragments[1], format!("replicaof 127.0.0.1 {}\n", ports[0]));
+    for i in 0..3 {
+        procs
+            .0
+            .push(Some(start_redis(ports[i], &dirs[i], &fragments[i])));
+    }
+
+    // Sentinels, configured by the same boot step.
+    let sentinel_dir = tempdir("sentinel");
+    for (i, port) in sentinel_ports.iter().enumerate() {
+        let conf = boot::sentinel_boot(
+            &ep,
+            &SentinelSettings {
+                port: *port,
+                announce_host: None,
+                quorum: 2,
+                down_after_ms: 1000,
+                failover_timeout_ms: 5000,
+            },
+        )
+        .await
+        .expect("sentinel conf");
+        assert!(
+            conf.contains(&format!("sentinel monitor push 127.0.0.1 {} 2", ports[0])),
+            "{conf}"
+        );
+        let path = sentinel_dir.join(format!("sentinel-{i}.conf"));
+        std::fs::write(&path, conf).expect("write sentinel conf");
+        procs.0.push(Some(start_sentinel(&path)));
+    }
+
+    // Data on the master, replicated to both replicas.
+    let master = ep.pods[0].clone();
+    eventually("master up", || async { dbsize(&master).await }).await;
+    for k in 0..KEYS {
+        let key = format!("k{k}");
+        redis_probe::call(&master, &["SET", &key, "v"])
+            .await
+            .expect("SET");
+    }
+    for addr in &ep.pods[1..] {
+        eventually("replica catches up", || async {
+            dbsize(addr).await.filter(|&n| n == KEYS)
+        })
+        .await;
+    }
+    let plan = eventually("Sentinels agree on pod 0", || async {
+        let obs = redis_probe::observe(&ep, None).await;
+        (obs.sentinel_master == Some(0)).then(|| topology::decide(&obs))
+    })
+    .await;
+    assert_eq!(plan.master, Some(0));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+
+    // Kill the master. Its volume is gone too (no persistence here): it will
+    // come back empty.
+    if let Some(mut c) = procs.0[0].take() {
+        c.kill().await.expect("kill master");
+    }
+    let _ = std::fs::remove_dir_all(&dirs[0]);
+    std::fs::create_dir_all(&dirs[0]).expect("recreate dir");
+
+    // Restarting it now would make it an empty master that both replicas
+    // resync from. The boot decision must say wait while Sentinel still
+    // names pod 0. (Sentinel needs down-after + election time to move, so
+    // right after the kill it still names pod 0.)
+    let obs = redis_probe::observe(&ep, Some((0, false))).await;
+    assert_eq!(
+        obs.sentinel_master,
+        Some(0),
+        "Sentinel has not failed over yet"
+    );
+    let plan = topology::decide(&obs);
+    assert!(
+        matches!(plan.targets[0], Target::Wait(_)),
+        "{:?} ({})",
+        plan.targets[0],
+        plan.summary
+    );
+    assert_eq!(
+        plan.master, None,
+        "no master label while the failover is pending"
+    );
+
+    // The boot step waits for the failover, then joins as a replica of the
+    // pod Sentinel promoted.
+    let fragment = boot::redis_boot(&ep, 0, false, Instant::now() + DEADLINE)
+        .await
+        .expect("boot decision after failover");
+    let obs = redis_probe::observe(&ep, None).await;
+    let new_master = obs.sentinel_master.expect("Sentinel named a new master");
+    assert_ne!(new_master, 0, "Sentinel promoted a replica");
+    assert_eq!(
+        fragment,
+        format!("replicaof 127.0.0.1 {}\n", ports[new_master])
+    );
+    procs.0[0] = Some(start_redis(ports[0], &dirs[0], &fragment));
+
+    // No data lost anywhere; the restarted pod resynced from the new master.
+    for addr in &ep.pods {
+        eventually("all pods hold the data", || async {
+            dbsize(addr).await.filter(|&n| n == KEYS)
+        })
+        .await;
+    }
+    let plan = eventually("topology settles", || async {
+        let obs = redis_probe::observe(&ep, None).await;
+        let plan = topology::decide(&obs);
+        let settled = obs.sentinel_master == Some(new_master)
+            && matches!(obs.pods[0], PodState::Up(ref r) if r.role == Role::Replica { master: Some(new_master), link_up: true })
+            && plan.actions.is_empty();
+        settled.then_some(plan)
+    })
+    .await;
+    assert_eq!(
+        plan.master,
+        Some(new_master),
+        "label target is Sentinel's new master"
+    );
+    assert_eq!(plan.targets[0], Target::Follow(new_master));
+
+    for d in dirs.iter().chain([&sentinel_dir]) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
