@@ -274,8 +274,14 @@ pub async fn presence(
     if !reader.may_subscribe(&channel) {
         return Err(forbidden(&channel, "read"));
     }
-    let (connections, users) = app.hub.presence(&channel);
-    let users: Vec<&str> = users.iter().map(|u| &**u).collect();
+    // With Redis, every live node's count; alone, this node's.
+    let (connections, users) = match app.hub.broker.presence(channel.clone()).await? {
+        Some(p) => (p.connections, p.users),
+        None => {
+            let (connections, users) = app.hub.presence(&channel);
+            (connections, users.iter().map(|u| u.to_string()).collect())
+        }
+    };
     Ok(json(
         StatusCode::OK,
         serde_json::json!({"channel": &*channel, "connections": connections, "users": users})

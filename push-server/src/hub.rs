@@ -35,6 +35,20 @@ const SHARDS: usize = 64;
 pub enum Kick {
     /// Its outbound queue overflowed.
     SlowConsumer = 1,
+    /// The broker lost messages of one of its channels that history no
+    /// longer holds (see [`Sink::gap`]): reconnecting and resuming tells the
+    /// client honestly (`recovered:false` / `event: reset`).
+    BrokerGap = 2,
+}
+
+impl Kick {
+    /// The `reason` of the `reconnect` the client gets.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kick::SlowConsumer => "slow_consumer",
+            Kick::BrokerGap => "broker_gap",
+        }
+    }
 }
 
 /// The part of a connection the hub sees: its queue and its kick signal.
@@ -94,8 +108,10 @@ impl ConnShared {
             tokio::pin!(notified);
             // Registered before the check, so a kick in between is not missed.
             notified.as_mut().enable();
-            if self.kick.load(Ordering::Acquire) == Kick::SlowConsumer as u8 {
-                return Kick::SlowConsumer;
+            match self.kick.load(Ordering::Acquire) {
+                0 => {}
+                1 => return Kick::SlowConsumer,
+                _ => return Kick::BrokerGap,
             }
             notified.await;
         }
@@ -178,6 +194,31 @@ impl Sink for Registry {
             }
         }
     }
+
+    fn gap(&self, channel: &Channel) {
+        let Some(entry) = self.entry(channel) else {
+            return;
+        };
+        let st = lock(&entry.state);
+        for (_, conn) in st.subs.iter() {
+            conn.kick(Kick::BrokerGap);
+        }
+    }
+
+    fn channels(&self) -> Vec<Channel> {
+        Registry::channels(self)
+    }
+
+    fn local_presence(&self, channel: &str) -> (usize, Vec<Arc<str>>) {
+        let Some(entry) = self.entry(channel) else {
+            return (0, Vec::new());
+        };
+        let st = lock(&entry.state);
+        let mut users: Vec<Arc<str>> = st.subs.iter().filter_map(|(_, c)| c.user.clone()).collect();
+        users.sort();
+        users.dedup();
+        (st.subs.len(), users)
+    }
 }
 
 /// The hub: registry plus broker.
@@ -240,14 +281,7 @@ impl Hub {
 
     /// Connections (and their users) subscribed to `channel` on this node.
     pub fn presence(&self, channel: &str) -> (usize, Vec<Arc<str>>) {
-        let Some(entry) = self.registry.entry(channel) else {
-            return (0, Vec::new());
-        };
-        let st = lock(&entry.state);
-        let mut users: Vec<Arc<str>> = st.subs.iter().filter_map(|(_, c)| c.user.clone()).collect();
-        users.sort();
-        users.dedup();
-        (st.subs.len(), users)
+        self.registry.local_presence(channel)
     }
 }
 

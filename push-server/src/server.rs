@@ -30,6 +30,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::api;
 use crate::auth::{Auth, AuthConfigError};
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::{RedisBroker, Settings, Target};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -47,8 +48,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
-    #[error("{0} is not supported by this build yet (the Redis broker is tracked in issue 3)")]
-    Unsupported(&'static str),
+    #[error(transparent)]
+    Redis(#[from] crate::broker::redis::TargetError),
 }
 
 /// State shared by every handler and connection of the node.
@@ -208,15 +209,6 @@ pub struct Server {
 impl Server {
     /// Binds the port, builds the broker and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        if config.redis_url.is_some() {
-            return Err(StartError::Unsupported("--redis-url"));
-        }
-        if !config.redis_sentinel.is_empty() {
-            return Err(StartError::Unsupported("--redis-sentinel"));
-        }
-        if !config.redis_cluster.is_empty() {
-            return Err(StartError::Unsupported("--redis-cluster"));
-        }
         let auth = Auth::from_config(&config)?;
         if !auth.enabled() {
             tracing::warn!("auth is off: any client may subscribe to any channel (set --jwt-secret or --jwt-public-key)");
@@ -226,9 +218,26 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(metrics.clone());
-        let broker: Arc<dyn Broker> =
-            MemoryBroker::new(registry.clone(), config.history_size, config.history_ttl);
-        metrics.broker_up.set(1);
+        let broker: Arc<dyn Broker> = if config.redis_url.is_some()
+            || !config.redis_sentinel.is_empty()
+            || !config.redis_cluster.is_empty()
+        {
+            let target = Target::from_config(
+                config.redis_url.as_deref(),
+                &config.redis_sentinel,
+                config.redis_master_name.as_deref(),
+                &config.redis_cluster,
+            )?;
+            let settings = Settings {
+                history_size: config.history_size,
+                history_ttl: config.history_ttl,
+                publish_min_replicas: config.publish_min_replicas,
+            };
+            Arc::new(RedisBroker::new(target, settings, registry.clone()))
+        } else {
+            MemoryBroker::new(registry.clone(), config.history_size, config.history_ttl)
+        };
+        metrics.broker_up.set(broker.is_up() as i64);
         let hub = Arc::new(Hub {
             registry,
             broker,

@@ -7,8 +7,10 @@
 //! and delivers live in one step, so history and live stream never disagree.
 //!
 //! - [`memory`]: in-process, single node (default).
+//! - [`redis`]: many nodes through Redis, Sentinel or Redis Cluster.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -22,6 +24,30 @@ pub trait Sink: Send + Sync + 'static {
     /// A message of a channel this node subscribed to. Must not block: it is
     /// called from the broker's delivery path.
     fn deliver(&self, msg: Arc<Message>);
+
+    /// Messages of `channel` were lost and history no longer holds them
+    /// (e.g. published while the broker connection was down, then trimmed):
+    /// its subscribers must be told instead of silently missing them.
+    fn gap(&self, _channel: &Channel) {}
+
+    /// Channels with local subscribers (presence).
+    fn channels(&self) -> Vec<Channel> {
+        Vec::new()
+    }
+
+    /// Local connections (and their users) on `channel` (presence).
+    fn local_presence(&self, _channel: &str) -> (usize, Vec<Arc<str>>) {
+        (0, Vec::new())
+    }
+}
+
+/// Who is on a channel across the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Connections subscribed, on every live node.
+    pub connections: usize,
+    /// Distinct users (token `sub`) among them, sorted.
+    pub users: Vec<String>,
 }
 
 /// A broker failure, as publishers and subscribers see it.
@@ -74,4 +100,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker is reachable now (readiness, `push_broker_up`).
     fn is_up(&self) -> bool;
+
+    /// Presence across every node, or `None` when this node is the only one
+    /// (the hub's local count is the answer).
+    fn presence(&self, _channel: Channel) -> BoxFuture<'_, Result<Option<Presence>, BrokerError>> {
+        futures_util::future::FutureExt::boxed(futures_util::future::ready(Ok(None)))
+    }
 }

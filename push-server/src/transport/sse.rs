@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::{cursor, parse_channels, WRITE_BATCH};
 use crate::auth::bearer;
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Kick, Session, SubscribeError};
+use crate::hub::{ConnShared, Session, SubscribeError};
 use crate::message::{Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{App, ConnPermit, HEADER_READ_TIMEOUT};
@@ -245,6 +245,12 @@ pub async fn serve_raw(app: Arc<App>, mut tcp: TcpStream, peer: SocketAddr) {
             () = peer_closed(&read) => None,
         };
         let Some(chunk) = chunk else { break };
+        if sse.done {
+            // The final control event (reconnect): best effort, briefly, even
+            // when the reason is a kick.
+            let _ = tokio::time::timeout(Duration::from_secs(1), write.write_all(&chunk)).await;
+            break;
+        }
         let shared = sse.shared.clone();
         let written = tokio::select! {
             r = tokio::time::timeout(write_timeout, write.write_all(&chunk)) => matches!(r, Ok(Ok(()))),
@@ -468,7 +474,7 @@ impl Sse {
             let shared = self.shared.clone();
             tokio::select! {
                 biased;
-                Kick::SlowConsumer = shared.kicked() => return Some(self.control("slow_consumer")),
+                kick = shared.kicked() => return Some(self.control(kick.reason())),
                 msg = self.rx.recv() => {
                     let first = msg?;
                     let mut batch = Vec::with_capacity(8);

@@ -242,9 +242,9 @@ impl Conn {
             .unwrap_or(idle_at);
             tokio::select! {
                 biased;
-                Kick::SlowConsumer = &mut kicked => {
-                    self.reconnect("slow_consumer").await;
-                    return End::Close(1013, "slow consumer");
+                kick = &mut kicked => {
+                    self.reconnect(kick.reason()).await;
+                    return End::Close(1013, kick.reason());
                 }
                 frame = self.socket.recv() => {
                     let Some(Ok(frame)) = frame else { return End::Gone };

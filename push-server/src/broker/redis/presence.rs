@@ -1,0 +1,189 @@
+//! Presence across nodes.
+//!
+//! Each node writes, per channel it has subscribers on, one field of the
+//! channel's hash `push:{<channel>}:p`: `<node id>` → `<connections> <users
+//! JSON>`. Fields are written when the local numbers change (checked every
+//! [`PERIOD`]) and all of them every [`REFRESH`], which also renews the hash's
+//! expiry. A node proves it is alive with `push:node:{<id>}` (expires after
+//! [`NODE_TTL`]); readers ignore, and remove, the fields of nodes whose key
+//! is gone — so a node that dies leaves presence within [`NODE_TTL`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{self, FutureExt};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::Conn;
+use super::Shared;
+use crate::broker::{BrokerError, Presence};
+use crate::message::Channel;
+
+/// How often local presence is compared with what was written.
+const PERIOD: Duration = Duration::from_secs(1);
+/// How often every field is rewritten and the hashes' expiry renewed.
+const REFRESH: Duration = Duration::from_secs(20);
+/// A node whose heartbeat stops is forgotten after this long.
+pub const NODE_TTL: Duration = Duration::from_secs(4);
+/// Expiry of a channel's presence hash, renewed every [`REFRESH`].
+const HASH_TTL: Duration = Duration::from_secs(60);
+
+fn presence_key(channel: &str) -> String {
+    format!("push:{{{channel}}}:p")
+}
+
+fn node_key(node: &str) -> String {
+    format!("push:node:{{{node}}}")
+}
+
+fn encode(connections: usize, users: &[Arc<str>]) -> String {
+    let users: Vec<&str> = users.iter().map(|u| &**u).collect();
+    format!(
+        "{connections} {}",
+        serde_json::to_string(&users).unwrap_or_else(|_| "[]".into())
+    )
+}
+
+fn decode(value: &str) -> Option<(usize, Vec<String>)> {
+    let (count, users) = value.split_once(' ')?;
+    Some((count.parse().ok()?, serde_json::from_str(users).ok()?))
+}
+
+/// Keeps this node's presence fields and liveness key up to date.
+pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+    // What Redis holds for this node, per channel.
+    let mut written: HashMap<Channel, String> = HashMap::new();
+    let mut refreshed = Instant::now();
+    let mut tick = tokio::time::interval(PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let full = refreshed.elapsed() >= REFRESH;
+        let node = shared.node_id.clone();
+        let mut now: HashMap<Channel, String> = HashMap::new();
+        for channel in shared.sink.channels() {
+            let (count, users) = shared.sink.local_presence(&channel);
+            if count > 0 {
+                now.insert(channel, encode(count, &users));
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(node_key(&node))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TTL.as_millis() as u64)
+            .ignore();
+        let mut writes = vec![pipe];
+        for (channel, value) in &now {
+            if full || written.get(channel) != Some(value) {
+                let mut p = redis::pipe();
+                p.cmd("HSET")
+                    .arg(presence_key(channel))
+                    .arg(&node)
+                    .arg(value)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(presence_key(channel))
+                    .arg(HASH_TTL.as_millis() as u64)
+                    .ignore();
+                writes.push(p);
+            }
+        }
+        for channel in written.keys().filter(|c| !now.contains_key(*c)) {
+            let mut p = redis::pipe();
+            p.cmd("HDEL").arg(presence_key(channel)).arg(&node).ignore();
+            writes.push(p);
+        }
+        // One key (slot) per pipeline, so that each works on a Cluster too;
+        // a few in flight at once.
+        let mut ok = true;
+        for wave in writes.chunks(64) {
+            let calls = wave.iter().map(|p| {
+                let p = p.clone();
+                shared.commands.run(move |mut c: Conn| {
+                    async move { p.query_async::<()>(&mut c).await }.boxed()
+                })
+            });
+            ok &= future::join_all(calls).await.iter().all(Result::is_ok);
+        }
+        if ok {
+            written = now;
+            if full {
+                refreshed = Instant::now();
+            }
+        } else {
+            // Redis may have lost it all (restart): write everything again.
+            written.clear();
+        }
+    }
+}
+
+/// Presence of `channel` across live nodes; this node's part is taken
+/// fresh from the hub.
+pub async fn read(shared: &Shared, channel: &Channel) -> Result<Presence, BrokerError> {
+    let key = presence_key(channel);
+    let fields: HashMap<String, String> = shared
+        .commands
+        .run({
+            let key = key.clone();
+            move |mut c: Conn| {
+                async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await }.boxed()
+            }
+        })
+        .await?;
+    let others: Vec<(String, String)> = fields
+        .into_iter()
+        .filter(|(node, _)| *node != shared.node_id)
+        .collect();
+    let alive = future::join_all(others.iter().map(|(node, _)| {
+        let nk = node_key(node);
+        shared.commands.run(move |mut c: Conn| {
+            async move {
+                redis::cmd("EXISTS")
+                    .arg(nk)
+                    .query_async::<bool>(&mut c)
+                    .await
+            }
+            .boxed()
+        })
+    }))
+    .await;
+    let (local, local_users) = shared.sink.local_presence(channel);
+    let mut connections = local;
+    let mut users: Vec<String> = local_users.iter().map(|u| u.to_string()).collect();
+    let mut dead = Vec::new();
+    for ((node, value), alive) in others.iter().zip(alive) {
+        if !alive? {
+            dead.push(node.clone());
+            continue;
+        }
+        if let Some((count, more)) = decode(value) {
+            connections += count;
+            users.extend(more);
+        }
+    }
+    if !dead.is_empty() {
+        // Best effort: the next reader retries.
+        let _ = shared
+            .commands
+            .run(move |mut c: Conn| {
+                async move {
+                    redis::cmd("HDEL")
+                        .arg(key)
+                        .arg(dead)
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+                .boxed()
+            })
+            .await;
+    }
+    users.sort();
+    users.dedup();
+    Ok(Presence { connections, users })
+}

@@ -1,0 +1,279 @@
+//! Client helpers, copied from tests/server/common.rs (the server test
+//! binary must not depend on Redis): start a real server (in-process on port 0, or the built
+//! binary), and talk to it with real WebSocket, SSE and HTTP clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use push_server::{Config, Server};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMsg;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single awaited event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub server: Option<Server>,
+}
+
+impl TestServer {
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+/// Starts a server in this test's runtime on a free loopback port.
+pub async fn start(args: &[&str]) -> TestServer {
+    let mut argv = vec!["push-server", "--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let config = Config::load_from(argv).expect("config");
+    let server = Server::start(config).await.expect("server starts");
+    TestServer {
+        addr: server.local_addr(),
+        server: Some(server),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// Publishes `body` (JSON) and returns the id.
+pub async fn publish(s: &TestServer, channel: &str, body: &str) -> String {
+    let resp = client()
+        .post(s.http(&format!("/api/v1/channels/{channel}/messages")))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("publish request");
+    assert_eq!(resp.status(), 200, "publish failed");
+    let v: Value = resp.json().await.expect("publish json");
+    assert_eq!(v["channel"], channel);
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// Asserts the JSON error shape and returns the code.
+pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
+    assert_eq!(resp.status().as_u16(), status);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let v: Value = resp.json().await.expect("error json");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v["error"]["code"].as_str().expect("code").to_string()
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub async fn ws_connect(s: &TestServer, query: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(s.ws_url(&format!("/ws{query}")))
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// Connects and consumes `welcome` and the `subscribed` of each URL channel.
+pub async fn ws_subscribed(s: &TestServer, channels: &str) -> Ws {
+    let mut ws = ws_connect(s, &format!("?channels={channels}")).await;
+    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+    for ch in channels.split(',') {
+        let f = ws_next(&mut ws).await;
+        assert_eq!(
+            (f["type"].as_str(), f["channel"].as_str()),
+            (Some("subscribed"), Some(ch)),
+            "{f}"
+        );
+    }
+    ws
+}
+
+/// The next JSON text frame (Pings are skipped; the client answers them).
+pub async fn ws_next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("ws frame in time");
+        match msg {
+            Some(Ok(WsMsg::Text(t))) => return serde_json::from_str(&t).expect("json frame"),
+            Some(Ok(WsMsg::Ping(_) | WsMsg::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+pub async fn ws_send(ws: &mut Ws, v: Value) {
+    ws.send(WsMsg::Text(v.to_string().into()))
+        .await
+        .expect("ws send");
+}
+
+/// Waits for the server to close the socket; returns the close code.
+pub async fn ws_closed(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(WsMsg::Close(frame))) => return frame.map(|f| f.code.into()),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// One SSE event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    pub comment: bool,
+}
+
+/// A minimal SSE reader over a real HTTP response.
+pub struct Sse {
+    pub resp: reqwest::Response,
+    buf: String,
+    /// The last `id:` seen, as a browser keeps it.
+    pub last_event_id: Option<String>,
+}
+
+pub async fn sse_connect(s: &TestServer, query: &str, last_event_id: Option<&str>) -> Sse {
+    let mut req = client().get(s.http(&format!("/sse{query}")));
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = req.send().await.expect("sse request");
+    assert_eq!(resp.status(), 200, "sse status");
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    Sse {
+        resp,
+        buf: String::new(),
+        last_event_id: None,
+    }
+}
+
+impl Sse {
+    /// The next event or comment block.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = Event::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        ev.comment = true;
+                        ev.data = c.trim().to_string();
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "id" => ev.id = Some(value.to_string()),
+                        "event" => ev.event = Some(value.to_string()),
+                        "data" => data.push(value.to_string()),
+                        "retry" => ev.retry = value.parse().ok(),
+                        _ => {}
+                    }
+                }
+                if !ev.comment {
+                    ev.data = data.join("\n");
+                }
+                if ev.id.is_some() {
+                    self.last_event_id = ev.id.clone();
+                }
+                return ev;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.resp.chunk())
+                .await
+                .expect("sse chunk in time");
+            match chunk.expect("sse read") {
+                Some(bytes) => self
+                    .buf
+                    .push_str(std::str::from_utf8(&bytes).expect("utf8")),
+                None => panic!("sse stream ended; buffered: {:?}", self.buf),
+            }
+        }
+    }
+
+    /// The next `message` event's envelope, skipping comments and id-only events.
+    pub async fn next_message(&mut self) -> Value {
+        loop {
+            let ev = self.next().await;
+            if ev.event.as_deref() == Some("message") {
+                return serde_json::from_str(&ev.data).expect("envelope json");
+            }
+            assert!(
+                ev.comment || (ev.event.is_none() && ev.data.is_empty()),
+                "unexpected event {ev:?}"
+            );
+        }
+    }
+
+    /// Whether the stream ended (reads to the end).
+    pub async fn ended(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(WAIT, self.resp.chunk())
+                .await
+                .expect("sse end in time")
+            {
+                Ok(Some(b)) => self.buf.push_str(&String::from_utf8_lossy(&b)),
+                Ok(None) | Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Reads one metric sample, e.g. `push_connections{transport="ws"}`.
+pub async fn metric(s: &TestServer, name: &str) -> f64 {
+    let text = client()
+        .get(s.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
+        .trim()
+        .parse()
+        .expect("number")
+}
+
+/// Polls until `metric == want` (metrics move asynchronously after a close).
+pub async fn wait_metric(s: &TestServer, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = metric(s, name).await;
+        if v == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is {v}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parses `<ms>-<seq>` for ordering checks.
+pub fn id_pair(id: &str) -> (u64, u64) {
+    let (a, b) = id.split_once('-').expect("id form");
+    (a.parse().expect("ms"), b.parse().expect("seq"))
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the Redis broker against real Redis processes
+//! (single, Sentinel, Cluster). Run with `make test-redis`, which installs
+//! redis-server when missing.
+
+mod cluster;
+mod common;
+mod nodes;
+mod presence;
+mod procs;
+mod sentinel;
+mod single;

@@ -1,0 +1,340 @@
+//! One Redis, two or more nodes: ids and order, many channels, an outage.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{id_pair, metric, publish, sse_connect, ws_next, ws_subscribed, WAIT};
+use crate::nodes::{node, try_publish, wait_ready, ws_messages};
+use crate::procs::Redis;
+
+#[tokio::test]
+async fn two_nodes_see_the_same_ids_in_the_same_order() {
+    let redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url]).await;
+    let b = node(&["--redis-url", &url]).await;
+
+    let mut ws_a = ws_subscribed(&a, "news").await;
+    let mut ws_b = ws_subscribed(&b, "news").await;
+    let mut sse_a = sse_connect(&a, "?channels=news", None).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let node = if i % 2 == 0 { &b } else { &a };
+        ids.push(publish(node, "news", &json!({ "n": i }).to_string()).await);
+    }
+    assert!(
+        ids.windows(2).all(|w| id_pair(&w[0]) < id_pair(&w[1])),
+        "ids increase: {ids:?}"
+    );
+    for ws in [&mut ws_a, &mut ws_b] {
+        let got = ws_messages(ws, ids.len()).await;
+        let got_ids: Vec<&str> = got.iter().map(|(_, id, _)| id.as_str()).collect();
+        assert_eq!(got_ids, ids);
+        for (i, (ch, _, data)) in got.iter().enumerate() {
+            assert_eq!((ch.as_str(), data), ("news", &json!({ "n": i })));
+        }
+    }
+    for id in &ids {
+        assert_eq!(sse_a.next_message().await["id"], id.as_str());
+    }
+
+    // History is shared: resume on B from the 10th id.
+    let hist: serde_json::Value = crate::common::client()
+        .get(b.http(&format!(
+            "/api/v1/channels/news/messages?since={}&limit=5",
+            ids[9]
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hist_ids: Vec<&str> = hist["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(hist_ids, ids[10..15]);
+
+    // A WS resume on A from there gets the rest without a gap.
+    let mut ws = crate::common::ws_connect(&a, "").await;
+    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+    crate::common::ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "news", "since": ids[29]}),
+    )
+    .await;
+    let f = ws_next(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["recovered"].as_bool()),
+        (Some("subscribed"), Some(true)),
+        "{f}"
+    );
+    let rest = ws_messages(&mut ws, 10).await;
+    assert_eq!(
+        rest.iter()
+            .map(|(_, id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ids[30..]
+    );
+}
+
+#[tokio::test]
+async fn history_is_capped_and_gaps_are_reported() {
+    let redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url, "--history-size", "3"]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(&a, "capped", &i.to_string()).await);
+    }
+    let hist = |since: &str| {
+        let url = a.http(&format!("/api/v1/channels/capped/messages?since={since}"));
+        async move {
+            crate::common::client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let h = hist(&ids[1]).await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 3);
+    // Resuming from ids[1] loses nothing (ids[1] itself was trimmed, the
+    // rest is retained); from ids[0] it would lose ids[1].
+    for (since, recovered) in [(&ids[1], true), (&ids[0], false)] {
+        let mut ws = crate::common::ws_connect(&a, "").await;
+        assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+        crate::common::ws_send(
+            &mut ws,
+            json!({"type": "subscribe", "channel": "capped", "since": since}),
+        )
+        .await;
+        let f = ws_next(&mut ws).await;
+        assert_eq!(
+            f["recovered"].as_bool(),
+            Some(recovered),
+            "since {since}: {f}"
+        );
+    }
+
+    // history_size 0: pure pub/sub, ids still increase.
+    let p = node(&["--redis-url", &url, "--history-size", "0"]).await;
+    let mut ws = ws_subscribed(&p, "pure").await;
+    let x = publish(&p, "pure", "1").await;
+    let y = publish(&p, "pure", "2").await;
+    assert!(id_pair(&x) < id_pair(&y));
+    let got = ws_messages(&mut ws, 2).await;
+    assert_eq!(
+        (got[0].1.as_str(), got[1].1.as_str()),
+        (x.as_str(), y.as_str())
+    );
+}
+
+#[tokio::test]
+async fn many_channels_one_subscription_each() {
+    let redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url, "--max-channels-per-connection", "1000"]).await;
+    let b = node(&["--redis-url", &url]).await;
+    let names: Vec<String> = (0..300).map(|i| format!("ch{i}")).collect();
+    // Two connections per channel on A: still one Redis subscription each.
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        conns.push(ws_subscribed(&a, &names.join(",")).await);
+    }
+    let numsub = crate::procs::cli(
+        redis.port,
+        &["PUBSUB", "NUMSUB", "push:{ch0}", "push:{ch299}"],
+    )
+    .await;
+    assert_eq!(
+        numsub.lines().collect::<Vec<_>>(),
+        ["push:{ch0}", "1", "push:{ch299}", "1"]
+    );
+    let mut sent = HashMap::new();
+    for round in 0..2 {
+        let publishes = names.iter().map(|ch| {
+            let b = &b;
+            async move { (ch.clone(), publish(b, ch, &round.to_string()).await) }
+        });
+        for (ch, id) in futures_util::future::join_all(publishes).await {
+            sent.entry(ch).or_insert_with(Vec::new).push(id);
+        }
+    }
+    for ws in &mut conns {
+        let mut got: HashMap<String, Vec<String>> = HashMap::new();
+        for (ch, id, _) in ws_messages(ws, names.len() * 2).await {
+            got.entry(ch).or_default().push(id);
+        }
+        assert_eq!(got, sent);
+    }
+}
+
+#[tokio::test]
+async fn redis_restart_mid_stream_loses_nothing_accepted() {
+    // Append-only file on, so that the restarted Redis still holds the
+    // history the catch-up reads (without it, see the Sentinel test and
+    // docs/brokers.md: subscribers are told of the gap).
+    let mut redis = Redis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url]).await;
+    let b = node(&["--redis-url", &url]).await;
+    let mut ws = ws_subscribed(&a, "live").await;
+    let mut sse = sse_connect(&a, "?channels=live", None).await;
+
+    // Publish continuously from B; remember every accepted id.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publisher = {
+        let stop = stop.clone();
+        let refusals = refusals.clone();
+        let b_url = b.http("");
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut refused = 0usize;
+            let mut slowest = Duration::ZERO;
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                let started = Instant::now();
+                let resp = crate::common::client()
+                    .post(format!("{b_url}/api/v1/channels/live/messages"))
+                    .header("content-type", "application/json")
+                    .body(n.to_string())
+                    .send()
+                    .await
+                    .expect("publish answered");
+                slowest = slowest.max(started.elapsed());
+                let status = resp.status().as_u16();
+                let v: serde_json::Value = resp.json().await.expect("json");
+                match status {
+                    200 => accepted.push(v["id"].as_str().unwrap().to_string()),
+                    503 => {
+                        assert_eq!(v["error"]["code"], "broker_unavailable");
+                        refused += 1;
+                        refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    other => panic!("publish status {other}: {v}"),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (accepted, refused, slowest)
+        })
+    };
+    // Let some through, then kill Redis.
+    let before: Vec<String> = ws_messages(&mut ws, 20)
+        .await
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
+    redis.kill().await;
+    wait_ready(&a, false).await;
+    assert_eq!(metric(&a, "push_broker_up").await, 0.0);
+    assert!(try_publish(&b, "live", "0")
+        .await
+        .is_err_and(|(s, c)| s == 503 && c == "broker_unavailable"));
+    let seen = refusals.clone();
+    crate::procs::until("the publisher hits the outage", WAIT, || {
+        let seen = seen.clone();
+        async move { seen.load(std::sync::atomic::Ordering::Relaxed) > 0 }
+    })
+    .await;
+    redis.restart().await;
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    // Some more after recovery, then stop.
+    let deadline = Instant::now() + WAIT;
+    while try_publish(&b, "live", "\"marker\"").await.is_err() {
+        assert!(Instant::now() < deadline, "publish works again");
+    }
+    stop.cancel();
+    let (accepted, refused, slowest) = publisher.await.unwrap();
+    assert!(refused > 0, "some publishes hit the outage");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "no publish hung: {slowest:?}"
+    );
+
+    // The subscribers stayed connected and got every accepted message, in
+    // order (20 were read above).
+    let mut got = before;
+    let last = accepted.last().unwrap().clone();
+    while got.last() != Some(&last) {
+        let f = tokio::time::timeout(Duration::from_secs(5), ws_next(&mut ws))
+            .await
+            .unwrap_or_else(|_| {
+                let missing: Vec<_> = accepted.iter().filter(|id| !got.contains(id)).collect();
+                panic!(
+                    "accepted {} got {} missing {missing:?} got tail {:?}",
+                    accepted.len(),
+                    got.len(),
+                    &got[got.len().saturating_sub(5)..]
+                )
+            });
+        assert_eq!(f["type"], "message", "{f}");
+        got.push(f["id"].as_str().unwrap().to_string());
+    }
+    assert!(
+        got.windows(2).all(|w| id_pair(&w[0]) < id_pair(&w[1])),
+        "in order"
+    );
+    for id in &accepted {
+        assert!(got.contains(id), "accepted {id} delivered over WS");
+    }
+    let mut sse_ids = Vec::new();
+    while sse_ids.last() != Some(&last) {
+        sse_ids.push(sse.next_message().await["id"].as_str().unwrap().to_string());
+    }
+    for id in &accepted {
+        assert!(sse_ids.contains(id), "accepted {id} delivered over SSE");
+    }
+    assert_eq!(metric(&a, "push_broker_up").await, 1.0);
+}
+
+#[tokio::test]
+async fn restart_without_persistence_reports_the_gap() {
+    // A Redis that comes back empty cannot say what was published while
+    // the node was away: subscribers are told, not left with a silent gap.
+    let mut redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url]).await;
+    let mut ws = ws_subscribed(&a, "volatile").await;
+    let mut sse = sse_connect(&a, "?channels=volatile", None).await;
+    let id = publish(&a, "volatile", "1").await;
+    assert_eq!(ws_messages(&mut ws, 1).await[0].1, id);
+    assert_eq!(sse.next_message().await["id"], id.as_str());
+    redis.restart().await;
+    let f = ws_next(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["reason"].as_str()),
+        (Some("reconnect"), Some("broker_gap")),
+        "{f}"
+    );
+    loop {
+        let ev = sse.next().await;
+        if ev.event.as_deref() == Some("reconnect") {
+            assert!(ev.data.contains("broker_gap"), "{ev:?}");
+            break;
+        }
+        assert!(ev.comment, "unexpected {ev:?}");
+    }
+    // Resuming says so too.
+    wait_ready(&a, true).await;
+    let mut ws = crate::common::ws_connect(&a, "").await;
+    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+    crate::common::ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "volatile", "since": id}),
+    )
+    .await;
+    let f = ws_next(&mut ws).await;
+    assert_eq!(f["recovered"].as_bool(), Some(false), "{f}");
+}
