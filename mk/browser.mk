@@ -24,4 +24,4 @@ browser-deps:
 
 test-browser: browser-deps
 	$(CARGO) build -p push-server
-	cd $(BROWSER_EXAMPLE) && PUSH_SERVER_BIN="$(BROWSER_TARGET_DIR)/debug/push-server" node --test test/
+	cd $(BROWSER_EXAMPLE) && PUSH_SERVER_BIN="$(BROWSER_TARGET_DIR)/debug/push-server" node --test test/browser.test.mjs test/diagrams.test.mjs
