@@ -5,7 +5,8 @@
 #  2. helm template of the same, every rendered object validated with
 #     kubernetes-validate --strict (unknown fields are errors) and the
 #     invariants of check_rendered.py;
-#  3. the push chart's rendered config.yaml started by the real push-server;
+#  3. the push chart's rendered config.yaml started by the real push-server,
+#     the operator chart's args and env parsed by the real push-operator;
 #  4. every file in tests/bad/<chart>/ rejected, with the error it names;
 #  5. the chart CRD equal to `push-operator crd` and to crds/pushcluster.yaml,
 #     the prometheus-adapter rule identical in both charts;
@@ -72,6 +73,21 @@ for chart in push-operator push; do
       pass "$(cat "$tmp/inv.log" | sed 's/^ok *//') of $label"
     else
       cat "$tmp/inv.log"; bad "invariants of $label"
+    fi
+    if [ "$chart" = push-operator ]; then
+      # The real binary parses the chart's args and env; with no cluster it
+      # then stops at "kubernetes client" (a clap error would exit 2 first).
+      "$venv/bin/python" "$charts/tests/operator_args.py" "$out" >"$tmp/op-args"
+      mapfile -t op_env < <(sed '/^--$/q' "$tmp/op-args" | sed '$d' | grep -v '^PUSH_OPERATOR_LISTEN=')
+      mapfile -t op_args < <(sed '1,/^--$/d' "$tmp/op-args")
+      if env -i PATH="$PATH" HOME="$tmp" KUBECONFIG=/nonexistent "${op_env[@]}" \
+           PUSH_OPERATOR_LISTEN=127.0.0.1:0 timeout 20 "$operator_bin" "${op_args[@]}" >"$tmp/op.log" 2>&1; then
+        bad "push-operator ran without a cluster?"
+      elif grep -q "kubernetes client" "$tmp/op.log"; then
+        pass "push-operator accepts the args and env of $label (${op_args[*]})"
+      else
+        cat "$tmp/op.log"; bad "push-operator refused the args or env of $label"
+      fi
     fi
     if [ "$chart" = push ]; then
       if server_accepts "$tmp/config.yaml"; then
