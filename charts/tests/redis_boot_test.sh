@@ -45,3 +45,34 @@ expect sentinel.conf "sentinel monitor push push-redis-1.$d 6379 2"
 run push-redis-1 "push-redis-0.$d" "push-redis-1.$d"   # Sentinels name this pod
 refuse redis.conf replicaof
 echo "ok   redis-boot.sh picks the master: fresh install, after failover, self"
+
+# The configs it writes are accepted by the real redis-server and
+# redis-sentinel (installed by `make test-operator`; skipped without them).
+# Pod DNS names do not resolve here, so the Sentinel's master address is
+# replaced by the loopback Redis started from the generated redis.conf.
+if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null; then
+  echo "skip redis-boot.sh configs with real Redis: redis-server/redis-sentinel not installed"
+  exit 0
+fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+run push-redis-0
+mkdir -p "$tmp/data"
+rport=$(free_port) sport=$(free_port)
+sed -i -e "s/^port .*/port $rport/" -e "s|^dir .*|dir $tmp/data|" -e 's/^bind .*/bind 127.0.0.1/' "$tmp/redis.conf"
+sed -i -e "s/^port .*/port $sport/" -e 's/^bind .*/bind 127.0.0.1/' \
+  -e "s/^sentinel monitor push .* 6379 /sentinel monitor push 127.0.0.1 $rport /" \
+  -e "s/^sentinel announce-ip .*/sentinel announce-ip 127.0.0.1/" "$tmp/sentinel.conf"
+redis-server "$tmp/redis.conf" --daemonize no >"$tmp/redis.log" 2>&1 & rpid=$!
+redis-sentinel "$tmp/sentinel.conf" >"$tmp/sentinel.log" 2>&1 & spid=$!
+trap 'kill $rpid $spid 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 50); do
+  master=$(redis-cli -p "$sport" --raw sentinel get-master-addr-by-name push 2>/dev/null | head -n 1 || true)
+  role=$(redis-cli -p "$rport" --raw role 2>/dev/null | head -n 1 || true)
+  [ "$master" = 127.0.0.1 ] && [ "$role" = master ] && break
+  sleep 0.1
+done
+if [ "$master" != 127.0.0.1 ] || [ "$role" != master ]; then
+  echo "FAIL: real redis-server/redis-sentinel with the generated configs (master=$master role=$role)"
+  cat "$tmp/redis.log" "$tmp/sentinel.log"; exit 1
+fi
+echo "ok   redis-server and redis-sentinel run with the configs redis-boot.sh writes"
