@@ -62,9 +62,17 @@ sed -i -e "s/^port .*/port $rport/" -e "s|^dir .*|dir $tmp/data|" -e 's/^bind .*
 sed -i -e "s/^port .*/port $sport/" -e 's/^bind .*/bind 127.0.0.1/' \
   -e "s/^sentinel monitor push .* 6379 /sentinel monitor push 127.0.0.1 $rport /" \
   -e "s/^sentinel announce-ip .*/sentinel announce-ip 127.0.0.1/" "$tmp/sentinel.conf"
-redis-server "$tmp/redis.conf" --daemonize no >"$tmp/redis.log" 2>&1 & rpid=$!
+# --save '' --appendonly no: nothing to write at shutdown (Redis refuses to
+# exit on SIGTERM when its final save fails, e.g. into a removed directory).
+redis-server "$tmp/redis.conf" --daemonize no --save '' --appendonly no >"$tmp/redis.log" 2>&1 & rpid=$!
 redis-sentinel "$tmp/sentinel.conf" >"$tmp/sentinel.log" 2>&1 & spid=$!
-trap 'kill $rpid $spid 2>/dev/null; rm -rf "$tmp"' EXIT
+stop() {
+  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+  kill "$rpid" "$spid" 2>/dev/null || true
+  wait "$rpid" "$spid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap stop EXIT
 for _ in $(seq 50); do
   master=$(redis-cli -p "$sport" --raw sentinel get-master-addr-by-name push 2>/dev/null | head -n 1 || true)
   role=$(redis-cli -p "$rport" --raw role 2>/dev/null | head -n 1 || true)
