@@ -24,12 +24,15 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: shared state, admission, router, start-up and drain.
 //! - [`error`]: the JSON error of every HTTP endpoint.
+//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`.
 
 pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod message;
 pub mod metrics;

@@ -640,3 +640,18 @@ impl Conn {
         }
     }
 }
+
+/// A text frame decoded as [`Conn::on_text`] decodes it, without a
+/// connection: the entry point of the `ws_text_frame` fuzz target
+/// (`crate::fuzzing`).
+pub(crate) fn decode_for_fuzzing(text: &str) -> Option<crate::fuzzing::DecodedFrame> {
+    let f: ClientFrame = serde_json::from_str(text).ok()?;
+    Some(crate::fuzzing::DecodedFrame {
+        kind: f.kind,
+        channel: f.channel,
+        since: f.since,
+        ack: f.ack,
+        data: f.data.0.map(|d| d.get().to_string()),
+        id: f.id,
+    })
+}

@@ -104,7 +104,7 @@ fn well_formed_frames_get_answers_and_the_connection_stays() {
         "ws frames",
         cases(128),
         &["--max-message-bytes", "1024", "--publish-rate-limit", "0"],
-        || arb_valid_frames(),
+        arb_valid_frames,
         |addr, frames| async move {
             let mut ws = RawWs::connect(addr, "/ws").await?;
             let welcome = ws.next_json().await?;
@@ -222,7 +222,7 @@ fn protocol_violations_close_the_connection_promptly() {
         "ws violations",
         cases(128),
         &["--max-message-bytes", "1024"],
-        || arb_violation(),
+        arb_violation,
         |addr, (what, bytes)| async move {
             // A bystander on the same node must not notice.
             let mut other = RawWs::connect(addr, "/ws?channels=bystander").await?;

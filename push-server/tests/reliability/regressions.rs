@@ -77,3 +77,33 @@ async fn deeply_nested_data_is_refused_on_every_publish_path() {
     assert_eq!(page["messages"][0]["data"], want);
     assert_eq!(page["messages"][1]["data"], want);
 }
+
+/// Every seed and every crash the fuzzers ever found (`fuzz/seeds/<target>`,
+/// `fuzz/regressions/<target>`), replayed through the fuzz entry points.
+#[test]
+fn fuzz_seeds_and_regressions_replay() {
+    use push_server::fuzzing;
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 5] = [
+        ("ws_text_frame", fuzzing::ws_text_frame),
+        ("sse_cursor", fuzzing::sse_cursor),
+        ("message_id", fuzzing::message_id),
+        ("config_yaml", fuzzing::config_yaml),
+        ("publish_body", fuzzing::publish_body),
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut replayed = 0;
+    for (name, run) in targets {
+        for dir in ["seeds", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let data = std::fs::read(e.path()).unwrap();
+                run(&data);
+                replayed += 1;
+            }
+        }
+    }
+    assert!(replayed >= 5, "found the seed corpus ({replayed} inputs)");
+}
