@@ -5,7 +5,11 @@
 //! - [`props`], [`props_ws`]: property-based tests of every client-facing
 //!   parser (HTTP bodies, channel names, ids, cursors, query strings,
 //!   tokens, WebSocket frames).
-//! - [`regressions`]: inputs that once broke something, kept forever.
+//! - [`hostile`]: slow-loris, clients that never read, connection churn.
+//! - [`sigterm`]: SIGTERM during heavy publishing; nothing accepted is lost.
+//! - [`soak`]: churn plus publishing over time (`#[ignore]`: `make soak`).
+//! - [`regressions`]: inputs that once broke something, kept forever,
+//!   and the fuzzers' seeds and crashes replayed.
 
 mod common;
 mod hostile;
@@ -13,3 +17,5 @@ mod props;
 mod props_ws;
 mod rawws;
 mod regressions;
+mod sigterm;
+mod soak;

@@ -1,0 +1,265 @@
+//! Soak: connection churn plus steady publishing against one node (the
+//! built binary, memory broker), sampling its resident memory, open file
+//! descriptors, threads and connection/subscription gauges over time.
+//! Fails if any of them grows without bound.
+//!
+//! `make soak DURATION=10m` runs it for as long as asked
+//! (`PUSH_SOAK_DURATION`, default 60s); `make test-reliability` runs 60 s. The samples are
+//! written to `target/soak/soak-<secs>s.csv`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMsg;
+
+use crate::common::*;
+
+const CHANNELS: usize = 10;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: f64,
+    stats: ProcStats,
+    connections: f64,
+    subscriptions: f64,
+}
+
+async fn sample(s: &TestServer, pid: u32, start: Instant) -> Sample {
+    let text = client()
+        .get(s.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap();
+    let m = |n: &str| metric_in(&text, n).unwrap_or(f64::NAN);
+    Sample {
+        at: start.elapsed().as_secs_f64(),
+        stats: proc_stats(pid),
+        connections: m("push_connections{transport=\"ws\"}")
+            + m("push_connections{transport=\"sse\"}"),
+        subscriptions: m("push_subscriptions"),
+    }
+}
+
+/// A long-lived WebSocket subscriber that reconnects (resuming with
+/// `since`) whenever the server closes it; counts messages and order errors.
+async fn steady_subscriber(
+    s: Arc<TestServer>,
+    channel: String,
+    stop: Arc<AtomicBool>,
+    got: Arc<AtomicU64>,
+    disorder: Arc<AtomicU64>,
+) {
+    let mut last: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(s.ws_url("/ws")).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut sub = serde_json::json!({"type": "subscribe", "channel": channel});
+        if let Some(id) = &last {
+            sub["since"] = id.clone().into();
+        }
+        use futures_util::SinkExt;
+        if ws.send(WsMsg::Text(sub.to_string().into())).await.is_err() {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let next = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+            let Ok(next) = next else { continue };
+            let Some(Ok(WsMsg::Text(t))) = next else {
+                if let Some(Ok(_)) = next {
+                    continue;
+                }
+                break;
+            };
+            let v: Value = serde_json::from_str(&t).unwrap_or_default();
+            if v["type"] == "message" {
+                let id = v["id"].as_str().unwrap_or("0-0").to_string();
+                if last.as_deref().is_some_and(|l| id_pair(l) >= id_pair(&id)) {
+                    disorder.fetch_add(1, Ordering::Relaxed);
+                }
+                last = Some(id);
+                got.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Opens a short-lived connection of some kind, reads a little, drops it.
+async fn churn(s: Arc<TestServer>, stop: Arc<AtomicBool>, opened: Arc<AtomicU64>) {
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let channel = format!("soak-{}", i % CHANNELS);
+        if i.is_multiple_of(2) {
+            if let Ok((mut ws, _)) =
+                tokio_tungstenite::connect_async(s.ws_url(&format!("/ws?channels={channel}"))).await
+            {
+                let _ = tokio::time::timeout(Duration::from_millis(100), ws.next()).await;
+                if i.is_multiple_of(4) {
+                    let _ = ws.close(None).await;
+                }
+            }
+        } else {
+            let req = format!("GET /sse?channels={channel} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = raw_http(s.addr, req.as_bytes()).await;
+        }
+        opened.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn publisher(s: Arc<TestServer>, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+    let c = client();
+    let body = format!("{{\"pad\":\"{}\"}}", "p".repeat(200));
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let url = s.http(&format!("/api/v1/channels/soak-{}/messages", i % CHANNELS));
+        if let Ok(r) = c
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run by `make test-reliability` (60 s) and `make soak DURATION=…`"]
+async fn soak_one_node() {
+    let secs = std::env::var("PUSH_SOAK_DURATION")
+        .ok()
+        .map(|d| push_server::config::parse_duration(&d).expect("PUSH_SOAK_DURATION: e.g. 10m"))
+        .unwrap_or(Duration::from_secs(60))
+        .as_secs()
+        .max(8);
+    let (proc_, s) = spawn(&[
+        "--heartbeat",
+        "2s",
+        "--idle-timeout",
+        "5s",
+        "--max-connection-lifetime",
+        "20s",
+    ])
+    .await;
+    let pid = proc_.pid();
+    let s = Arc::new(s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (got, disorder, opened, sent) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        tasks.push(tokio::spawn(steady_subscriber(
+            s.clone(),
+            format!("soak-{}", i % CHANNELS),
+            stop.clone(),
+            got.clone(),
+            disorder.clone(),
+        )));
+    }
+    for _ in 0..4 {
+        tasks.push(tokio::spawn(churn(s.clone(), stop.clone(), opened.clone())));
+    }
+    for _ in 0..2 {
+        tasks.push(tokio::spawn(publisher(
+            s.clone(),
+            stop.clone(),
+            sent.clone(),
+        )));
+    }
+
+    let start = Instant::now();
+    let every = Duration::from_secs((secs / 30).clamp(1, 30));
+    let mut samples = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(every).await;
+        samples.push(sample(&s, pid, start).await);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(WAIT, t).await;
+    }
+    wait_no_connections(&s, Duration::from_secs(15))
+        .await
+        .expect("every connection closed after the soak");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let end = sample(&s, pid, start).await;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/soak");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut csv = String::from("seconds,rss_kib,fds,threads,connections,subscriptions\n");
+    for x in samples.iter().chain([&end]) {
+        csv.push_str(&format!(
+            "{:.1},{},{},{},{},{}\n",
+            x.at, x.stats.rss_kib, x.stats.fds, x.stats.threads, x.connections, x.subscriptions
+        ));
+    }
+    let file = dir.join(format!("soak-{secs}s.csv"));
+    let _ = std::fs::write(&file, &csv);
+
+    // Warm-up: the first quarter. Then compare the second quarter with the
+    // last: resident memory may move with allocator slack, not keep rising.
+    let q = samples.len() / 4;
+    let rss = |part: &[Sample]| median(part.iter().map(|x| x.stats.rss_kib as f64).collect());
+    let early = rss(&samples[q..2 * q.max(1)]);
+    let late = rss(&samples[samples.len() - q.max(1)..]);
+    let fds_peak = samples.iter().map(|x| x.stats.fds).max().unwrap_or(0);
+    let threads_peak = samples.iter().map(|x| x.stats.threads).max().unwrap_or(0);
+    let conns_peak = samples.iter().map(|x| x.connections).fold(0.0, f64::max);
+    eprintln!(
+        "soak {secs}s: published {}, delivered to steady subscribers {}, churned connections {}, \
+         order errors {}; RSS median early {early:.0} KiB, late {late:.0} KiB; peaks: fds {fds_peak}, \
+         threads {threads_peak}, connections {conns_peak}; end: {end:?}; samples in {}",
+        sent.load(Ordering::Relaxed),
+        got.load(Ordering::Relaxed),
+        opened.load(Ordering::Relaxed),
+        disorder.load(Ordering::Relaxed),
+        file.display()
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) > secs * 20,
+        "publishing kept up"
+    );
+    assert!(got.load(Ordering::Relaxed) > 0, "subscribers received");
+    assert_eq!(disorder.load(Ordering::Relaxed), 0, "order or duplicates");
+    assert_eq!(end.subscriptions, 0.0, "subscriptions gauge back to 0");
+    let first = samples.first().map(|x| x.stats).expect("samples");
+    assert!(
+        end.stats.fds <= first.fds.min(end.stats.fds) + 8,
+        "fds after the soak {} vs at start {}",
+        end.stats.fds,
+        first.fds
+    );
+    assert!(
+        end.stats.threads <= first.threads + 4,
+        "threads grew: {} → {}",
+        first.threads,
+        end.stats.threads
+    );
+    assert!(
+        late <= early * 1.25 + 8192.0,
+        "resident memory keeps growing: {early:.0} KiB → {late:.0} KiB"
+    );
+}
