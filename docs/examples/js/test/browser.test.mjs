@@ -1,8 +1,9 @@
 // Headless Chromium runs docs/examples/js/index.html against a real
 // push-server and checks that both transports receive every published
-// message, in order, with no duplicate, also across a forced reconnect
-// (a TCP proxy between browser and server cuts every connection and refuses
-// new ones while more messages are published).
+// message, in order, with no duplicate, also across forced reconnects: a
+// TCP proxy between browser and server cuts every connection and then
+// refuses new ones (first by closing them, then with HTTP 503 as a draining
+// node does) while more messages are published.
 //
 // Run: make test-browser (builds push-server, installs chromium and
 // playwright-core when missing), or `npm test` here with PUSH_SERVER_BIN set.
@@ -98,6 +99,18 @@ async function startProxy(targetPort) {
   const sockets = new Set();
   const proxy = { down: false };
   const srv = net.createServer((client) => {
+    if (proxy.down === "503") {
+      // What a draining node answers: an HTTP error, after which a browser's
+      // EventSource gives up for good (the example then reopens it itself).
+      client.on("error", () => {});
+      client.once("data", () =>
+        client.end(
+          "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nAccess-Control-Allow-Origin: *\r\n" +
+            "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        ),
+      );
+      return;
+    }
     if (proxy.down) {
       client.destroy();
       return;
@@ -228,5 +241,17 @@ test("browser example receives over WebSocket and SSE, and resumes after a force
     published.push(await publish(server.base, channels[i % 2], { n: i, phase: "after reconnect" }));
   }
   await expectAll("live messages after the reconnect");
+
+  // Cut again, but now every reconnect attempt gets `503` (a draining node):
+  // EventSource stops retrying on an HTTP error, so the example's own
+  // fallback must reopen the stream with its cursor as `lastEventId`.
+  proxy.down = "503";
+  proxy.cut();
+  await waitFor("the SSE stream to give up on the 503", async () => (await state()).status.sse === "closed");
+  for (let i = 12; i <= 14; i++) {
+    published.push(await publish(server.base, channels[i % 2], { n: i, phase: "while refused with 503" }));
+  }
+  proxy.down = false;
+  await expectAll("every message published while reconnects got 503");
   assert.deepEqual(pageErrors, []);
 });
