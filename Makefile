@@ -14,6 +14,12 @@ TEST_TARGETS := lint test-server
 ifneq ($(wildcard mk/operator.mk),)
 TEST_TARGETS += test-operator
 endif
+ifneq ($(wildcard mk/charts.mk),)
+TEST_TARGETS += test-charts
+endif
+ifneq ($(wildcard mk/browser.mk),)
+TEST_TARGETS += test-browser
+endif
 ifneq ($(wildcard mk/bench.mk),)
 TEST_TARGETS += test-bench
 endif

@@ -194,10 +194,17 @@ impl Auth {
             }
             (None, Some(path)) => {
                 let shown = path.display().to_string();
-                let pem = std::fs::read(path).map_err(|source| AuthConfigError::Read {
-                    path: shown.clone(),
-                    source,
-                })?;
+                // The PEM itself is accepted too (an environment variable filled
+                // from a Kubernetes Secret), or a path to a PEM file.
+                let pem = match path.to_str() {
+                    Some(inline) if inline.trim_start().starts_with("-----BEGIN") => {
+                        inline.as_bytes().to_vec()
+                    }
+                    _ => std::fs::read(path).map_err(|source| AuthConfigError::Read {
+                        path: shown.clone(),
+                        source,
+                    })?,
+                };
                 let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
                     (k, validation(Algorithm::RS256))
                 } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {

@@ -146,7 +146,7 @@ pub struct Config {
     #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// RS256/ES256 public key (PEM file) that turns JWT auth on
+    /// RS256/ES256 public key that turns JWT auth on: a PEM file, or the PEM text itself
     #[arg(long, env = "PUSH_JWT_PUBLIC_KEY", value_name = "PEM_FILE")]
     pub jwt_public_key: Option<PathBuf>,
 

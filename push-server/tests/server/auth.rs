@@ -346,7 +346,9 @@ async fn rs256_and_es256_keys_and_algorithm_confusion() {
         (401, "invalid_token".into())
     );
 
-    let ec = start(&["--jwt-public-key", &p("ec.pub")]).await;
+    // The PEM text itself works as well as a path (env var from a Secret).
+    let ec_pub = std::fs::read_to_string(p("ec.pub")).unwrap();
+    let ec = start(&[&format!("--jwt-public-key={ec_pub}")]).await;
     let ec_priv = std::fs::read(p("ec.pem")).unwrap();
     let good = encode(
         &Header::new(Algorithm::ES256),
