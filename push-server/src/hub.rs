@@ -14,14 +14,14 @@
 //!   the last id it saw. Others are unaffected, because nothing waits on it.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use slab::Slab;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::broker::{Broker, BrokerError, Sink};
 use crate::message::{Channel, Message, MessageId};
@@ -56,8 +56,17 @@ impl Kick {
 pub struct ConnShared {
     /// Unique per node, for logs and `welcome`.
     pub id: u64,
-    /// The bounded outbound queue (`outbound_queue` messages).
-    tx: mpsc::Sender<Arc<Message>>,
+    /// The bounded outbound queue (`outbound_queue` messages). A plain
+    /// deque under a short lock, inline here: an idle connection's queue
+    /// allocates nothing (a channel would keep a block of slots per
+    /// connection).
+    queue: Mutex<VecDeque<Arc<Message>>>,
+    /// Bound of `queue`.
+    capacity: usize,
+    /// Wakes the connection task when a message is queued.
+    queued: Notify,
+    /// Set when the connection's receiver is gone: pushes are dropped.
+    closed: AtomicBool,
     /// Non-zero once kicked; the first reason wins.
     kick: AtomicU8,
     /// Wakes the connection task when kicked.
@@ -66,26 +75,85 @@ pub struct ConnShared {
     pub user: Option<Arc<str>>,
 }
 
+/// Why a message was not queued.
+#[derive(Debug, PartialEq, Eq)]
+enum PushError {
+    Full,
+    Closed,
+}
+
+/// The connection task's end of its queue; dropping it closes the queue.
+#[derive(Debug)]
+pub struct Receiver {
+    shared: Arc<ConnShared>,
+}
+
+impl Receiver {
+    /// The next queued message (never `None`: the queue outlives the
+    /// receiver; the `Option` keeps `select!` patterns simple).
+    pub async fn recv(&mut self) -> Option<Arc<Message>> {
+        loop {
+            let notified = self.shared.queued.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(m) = self.try_recv() {
+                return Some(m);
+            }
+            notified.await;
+        }
+    }
+
+    /// A queued message, if any.
+    pub fn try_recv(&self) -> Option<Arc<Message>> {
+        let mut q = lock(&self.shared.queue);
+        let m = q.pop_front();
+        if m.is_none() && q.capacity() > 64 {
+            // A burst is over: give its memory back.
+            q.shrink_to_fit();
+        }
+        m
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        lock(&self.shared.queue).clear();
+    }
+}
+
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 impl ConnShared {
     /// A new connection with a queue of `queue` messages.
-    pub fn new(
-        queue: usize,
-        user: Option<Arc<str>>,
-    ) -> (Arc<ConnShared>, mpsc::Receiver<Arc<Message>>) {
-        let (tx, rx) = mpsc::channel(queue);
+    pub fn new(queue: usize, user: Option<Arc<str>>) -> (Arc<ConnShared>, Receiver) {
         let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-        (
-            Arc::new(ConnShared {
-                id,
-                tx,
-                kick: AtomicU8::new(0),
-                kicked: Notify::new(),
-                user,
-            }),
-            rx,
-        )
+        let shared = Arc::new(ConnShared {
+            id,
+            queue: Mutex::new(VecDeque::new()),
+            capacity: queue,
+            queued: Notify::new(),
+            closed: AtomicBool::new(false),
+            kick: AtomicU8::new(0),
+            kicked: Notify::new(),
+            user,
+        });
+        (shared.clone(), Receiver { shared })
+    }
+
+    fn push(&self, msg: Arc<Message>) -> Result<(), PushError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        {
+            let mut q = lock(&self.queue);
+            if q.len() >= self.capacity {
+                return Err(PushError::Full);
+            }
+            q.push_back(msg);
+        }
+        self.queued.notify_one();
+        Ok(())
     }
 
     /// Marks the connection for closing and wakes every waiter of
@@ -186,7 +254,7 @@ impl Sink for Registry {
         }
         st.last = msg.id;
         for (_, conn) in st.subs.iter() {
-            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(msg.clone()) {
+            if let Err(PushError::Full) = conn.push(msg.clone()) {
                 if conn.kick.load(Ordering::Relaxed) == 0 {
                     self.metrics.slow_consumer_disconnects.inc();
                 }

@@ -180,6 +180,19 @@ impl App {
         }
     }
 
+    /// Cancelled when the drain starts.
+    pub fn drain_token(&self) -> CancellationToken {
+        self.drain.clone()
+    }
+
+    /// How long after the drain starts a connection is told to reconnect:
+    /// uniform within 80 % of the drain period (see [`App::drain_notice`]).
+    pub fn drain_delay(&self) -> Duration {
+        self.config
+            .drain_period
+            .mul_f64(0.8 * rand::rng().random::<f64>())
+    }
+
     /// When a connection opened now must be asked to reconnect
     /// (`max_connection_lifetime` ± 10 %), if ever.
     pub fn lifetime_deadline(&self) -> Option<Instant> {

@@ -21,12 +21,11 @@ use futures_util::stream;
 use futures_util::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::{cursor, parse_channels, WRITE_BATCH};
 use crate::auth::bearer;
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Session, SubscribeError};
+use crate::hub::{ConnShared, Receiver, Session, SubscribeError};
 use crate::message::{Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{App, ConnPermit, HEADER_READ_TIMEOUT};
@@ -400,7 +399,7 @@ struct Sse {
     /// Position of each channel, as written into the cursor.
     positions: Vec<MessageId>,
     session: Session,
-    rx: mpsc::Receiver<Arc<Message>>,
+    rx: Receiver,
     shared: Arc<ConnShared>,
     /// Held for the life of the stream: counts the connection.
     #[allow(dead_code)]
@@ -483,9 +482,9 @@ impl Sse {
                     }
                     while batch.len() < WRITE_BATCH {
                         match self.rx.try_recv() {
-                            Ok(m) if self.session.accept(&m) => batch.push(m),
-                            Ok(_) => {}
-                            Err(_) => break,
+                            Some(m) if self.session.accept(&m) => batch.push(m),
+                            Some(_) => {}
+                            None => break,
                         }
                     }
                     if batch.is_empty() {

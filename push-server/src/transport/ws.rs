@@ -20,14 +20,13 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use super::acks::{AckLimits, Acks, Overflow};
 use super::{parse_channels, WRITE_BATCH};
 use crate::api::too_large;
 use crate::auth::{bearer, Principal};
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Kick, Session, SubscribeError};
+use crate::hub::{ConnShared, Kick, Receiver, Session, SubscribeError};
 use crate::message::{check_depth, compact_json, validate_channel, Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{origin_allowed, App, ConnPermit};
@@ -201,7 +200,7 @@ impl Conn {
     async fn serve(
         &mut self,
         shared: Arc<ConnShared>,
-        mut rx: mpsc::Receiver<Arc<Message>>,
+        mut rx: Receiver,
         channels: Vec<Channel>,
     ) -> End {
         let welcome = json!({
@@ -222,8 +221,11 @@ impl Conn {
         let idle = self.app.config.idle_timeout;
         let mut next_ping = Instant::now() + heartbeat;
         let lifetime = self.app.lifetime_deadline();
-        let drain = self.app.drain_notice();
+        // One timer for everything: the drain only sets a deadline.
+        let drain_token = self.app.drain_token();
+        let drain = drain_token.cancelled();
         tokio::pin!(drain);
+        let mut drain_at: Option<Instant> = None;
         let kicked = shared.kicked();
         tokio::pin!(kicked);
 
@@ -233,6 +235,7 @@ impl Conn {
                 Some(next_ping),
                 Some(idle_at),
                 lifetime,
+                drain_at,
                 self.expires,
                 self.acks.next_due(),
             ]
@@ -267,13 +270,14 @@ impl Conn {
                     }
                 }
                 Some(first) = rx.recv() => {
-                    if self.deliver(first, &mut rx).await.is_err() {
+                    // Boxed: the write path's future is larger than the
+                    // resting state of an idle connection.
+                    if Box::pin(self.deliver(first, &mut rx)).await.is_err() {
                         return End::Gone;
                     }
                 }
-                () = &mut drain => {
-                    self.reconnect("draining").await;
-                    return End::Close(1001, "draining");
+                () = &mut drain, if drain_at.is_none() => {
+                    drain_at = Some(Instant::now() + self.app.drain_delay());
                 }
                 () = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
@@ -284,11 +288,15 @@ impl Conn {
                         self.reconnect("max_lifetime").await;
                         return End::Close(1001, "max lifetime");
                     }
+                    if drain_at.is_some_and(|d| now >= d) {
+                        self.reconnect("draining").await;
+                        return End::Close(1001, "draining");
+                    }
                     if self.expires.is_some_and(|e| now >= e) {
                         self.reconnect("token_expired").await;
                         return End::Close(1008, "token expired");
                     }
-                    if self.acks.next_due().is_some_and(|d| now >= d) && self.redeliver(now).await.is_err() {
+                    if self.acks.next_due().is_some_and(|d| now >= d) && Box::pin(self.redeliver(now)).await.is_err() {
                         return End::Gone;
                     }
                     if now >= next_ping {
@@ -303,11 +311,7 @@ impl Conn {
     }
 
     /// Writes `first` and whatever else is already queued, in one flush.
-    async fn deliver(
-        &mut self,
-        first: Arc<Message>,
-        rx: &mut mpsc::Receiver<Arc<Message>>,
-    ) -> Result<(), ()> {
+    async fn deliver(&mut self, first: Arc<Message>, rx: &mut Receiver) -> Result<(), ()> {
         let mut batch = Vec::with_capacity(8);
         let now = Instant::now();
         let mut next = Some(first);
@@ -324,7 +328,7 @@ impl Conn {
                 }
             }
             if batch.len() < WRITE_BATCH {
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
         }
         self.write_messages(&batch).await
