@@ -96,6 +96,7 @@ pub async fn publish_one(
 ) -> Result<Response, ApiError> {
     let channel = channel_from(path)?;
     let publisher = app.auth.publisher(&headers)?;
+    app.check_publish_allowed()?;
     let limit = app.config.max_message_bytes;
     let body = body_from(body, limit)?;
     if body.len() > limit {
@@ -142,6 +143,7 @@ pub async fn publish_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let publisher = app.auth.publisher(&headers)?;
+    app.check_publish_allowed()?;
     let limit = app.config.max_message_bytes;
     let body = body_from(body, (16 * limit).max(1 << 20))?;
     let batch: Batch = serde_json::from_slice(&body).map_err(|e| {

@@ -158,6 +158,20 @@ impl App {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Refuses a publish while draining on the memory broker: its history
+    /// dies with the process, so a message accepted now might reach no one
+    /// and could not be resumed. Better a 503 the publisher can retry than an
+    /// accepted message that is lost. (Redis keeps history: publishes go on.)
+    pub fn check_publish_allowed(&self) -> Result<(), ApiError> {
+        let durable = self.config.redis_url.is_some()
+            || !self.config.redis_sentinel.is_empty()
+            || !self.config.redis_cluster.is_empty();
+        if self.is_draining() && !durable {
+            return Err(ApiError::draining());
+        }
+        Ok(())
+    }
+
     /// Starts the drain (SIGTERM): readiness goes 503 and every connection is
     /// told to reconnect at a random moment within the drain period.
     pub fn start_drain(&self) {

@@ -582,6 +582,9 @@ impl Conn {
     }
 
     async fn publish(&mut self, channel: String, data: &RawValue) -> Result<(), ()> {
+        if let Err(e) = self.app.check_publish_allowed() {
+            return self.error(e.code, &e.message, Some(&channel)).await;
+        }
         if let Err(e) = validate_channel(&channel) {
             return self
                 .error("invalid_channel", &e.to_string(), Some(&channel))
