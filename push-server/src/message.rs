@@ -145,24 +145,38 @@ impl Message {
     /// Builds a message from `data`, which must be one compact JSON value
     /// (no raw newlines: [`compact_json`] or a serializer guarantees it).
     pub fn new(channel: Channel, id: MessageId, data: &[u8], accepted: Instant) -> Message {
-        let mut envelope = BytesMut::with_capacity(channel.len() + data.len() + 48);
-        envelope.put_slice(b"{\"channel\":\"");
-        envelope.put_slice(channel.as_bytes());
-        envelope.put_slice(b"\",\"id\":\"");
-        envelope.put_slice(id.to_string().as_bytes());
-        envelope.put_slice(b"\",\"data\":");
-        envelope.put_slice(data);
-        envelope.put_u8(b'}');
+        // The id as text, without a heap allocation.
+        let mut id_buf = [0u8; 41];
+        let id_len = {
+            use std::io::Write;
+            let mut cur = std::io::Cursor::new(&mut id_buf[..]);
+            let _ = write!(cur, "{}-{}", id.ms, id.seq);
+            cur.position() as usize
+        };
+        let id_text = &id_buf[..id_len];
+        // Both encodings are written straight from the parts (no
+        // intermediate envelope): `{"channel":"…","id":"…","data":…}`.
+        let put_envelope_tail = |b: &mut BytesMut| {
+            b.put_slice(b"\"channel\":\"");
+            b.put_slice(channel.as_bytes());
+            b.put_slice(b"\",\"id\":\"");
+            b.put_slice(id_text);
+            b.put_slice(b"\",\"data\":");
+            b.put_slice(data);
+            b.put_u8(b'}');
+        };
+        let body_len = channel.len() + id_len + data.len() + 28;
 
-        let mut ws = BytesMut::with_capacity(WS_PREFIX.len() + envelope.len());
+        let mut ws = BytesMut::with_capacity(WS_PREFIX.len() + body_len);
         ws.put_slice(WS_PREFIX);
-        ws.put_slice(&envelope[1..]);
+        put_envelope_tail(&mut ws);
         let ws_frame = Utf8Bytes::try_from(ws.freeze())
             .unwrap_or_else(|_| Utf8Bytes::from("{\"type\":\"message\"}"));
 
-        let mut sse = BytesMut::with_capacity(SSE_PREFIX.len() + envelope.len() + 2);
+        let mut sse = BytesMut::with_capacity(SSE_PREFIX.len() + body_len + 3);
         sse.put_slice(SSE_PREFIX);
-        sse.put_slice(&envelope);
+        sse.put_u8(b'{');
+        put_envelope_tail(&mut sse);
         sse.put_slice(b"\n\n");
         Message {
             channel,

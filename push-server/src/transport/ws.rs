@@ -152,6 +152,8 @@ struct Conn {
     expires: Option<Instant>,
     /// Publish frames still allowed this second (`publish_rate_limit`).
     publish_budget: (u32, Instant),
+    /// The batch being written, kept to reuse its allocation.
+    batch: Vec<Arc<Message>>,
 }
 async fn run(
     app: Arc<App>,
@@ -178,6 +180,7 @@ async fn run(
         acks,
         expires: principal.expires_in().map(|d| Instant::now() + d),
         publish_budget: (c.publish_rate_limit, Instant::now()),
+        batch: Vec::new(),
         app,
         socket,
         session,
@@ -270,9 +273,7 @@ impl Conn {
                     }
                 }
                 Some(first) = rx.recv() => {
-                    // Boxed: the write path's future is larger than the
-                    // resting state of an idle connection.
-                    if Box::pin(self.deliver(first, &mut rx)).await.is_err() {
+                    if self.deliver(first, &mut rx).await.is_err() {
                         return End::Gone;
                     }
                 }
@@ -312,7 +313,9 @@ impl Conn {
 
     /// Writes `first` and whatever else is already queued, in one flush.
     async fn deliver(&mut self, first: Arc<Message>, rx: &mut Receiver) -> Result<(), ()> {
-        let mut batch = Vec::with_capacity(8);
+        // Reused between batches: no allocation per write.
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
         let now = Instant::now();
         let mut next = Some(first);
         while let Some(m) = next.take() {
@@ -331,7 +334,10 @@ impl Conn {
                 next = rx.try_recv();
             }
         }
-        self.write_messages(&batch).await
+        let result = self.write_messages(&batch).await;
+        batch.clear();
+        self.batch = batch;
+        result
     }
 
     /// Sends due redeliveries and reports messages given up.
