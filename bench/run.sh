@@ -12,7 +12,9 @@
 #   BENCH_SCENARIOS  (default: "idle10k idle19k bcast1k bcast10k personal")
 #   BENCH_DURATION   seconds of publishing per fan-out scenario (default 5)
 #   BENCH_DOC        document to update (default docs/benchmarks.md; "none" to skip)
+#   BENCH_APPEND=1   add this run's rows to bench/results/latest.* instead of replacing them
 #   PUSH_BIN         push-server binary (default: built here with cargo build --release)
+#   PUSH_DESC        how that binary was built, for the document
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -54,6 +56,7 @@ scenario_args() {
     case $name in
         idle10k) echo "idle -n 10000 -c 10000" ;;
         idle19k) echo "idle -n 19000 -c 19000" ;;
+        hold19k) echo "idle -n 19000 -c 19000 --hold ${BENCH_HOLD:-150} --sample-every 15" ;;
         bcast1k) echo "fanout -n 1000 -c 1 --rate 100 --duration $DURATION" ;;
         bcast10k) echo "fanout -n 10000 -c 1 --rate 10 --duration $DURATION" ;;
         personal) echo "fanout -n 10000 -c 10000 --rate $personal_rate --duration $DURATION" ;;
@@ -90,6 +93,22 @@ done
 
 [ "$DOC" = none ] && { log "results in $RESULTS"; exit 0; }
 
+# Keep the raw data with the document; with BENCH_APPEND=1 the earlier rows stay.
+KEEP=$BENCH_ROOT/bench/results
+mkdir -p "$KEEP"
+if [ "${BENCH_APPEND:-0}" = 1 ] && [ -f "$KEEP/latest.jsonl" ]; then
+    cat "$RESULTS" >>"$KEEP/latest.jsonl"
+    cat "$COMMANDS" >>"$KEEP/latest.commands"
+    cat "$NOTES" >>"$KEEP/latest.notes"
+else
+    cp "$RESULTS" "$KEEP/latest.jsonl"
+    cp "$COMMANDS" "$KEEP/latest.commands"
+    cp "$NOTES" "$KEEP/latest.notes"
+fi
+RESULTS=$KEEP/latest.jsonl
+COMMANDS=$KEEP/latest.commands
+NOTES=$KEEP/latest.notes
+
 # The generated section: machine, versions, tables, commands.
 FRAGMENT=$BENCH_RUN/fragment-$STAMP.md
 {
@@ -101,10 +120,14 @@ FRAGMENT=$BENCH_RUN/fragment-$STAMP.md
     echo "- nginx $(nginx -v 2>&1 | sed 's|.*/||'), libnginx-mod-nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null), redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')."
     echo "- Server (and Redis) pinned to core $SERVER_CPU, push-bench to core $LOAD_CPU with one worker thread, both at nice $BENCH_NICE; a fresh server per row; 64-byte payloads; fan-out rows publish for $DURATION s."
     echo "- push-server: ${PUSH_DESC:-built from this commit}."
-    if [ -s "$NOTES" ]; then
+    busy=$(grep -c 'other processes' "$NOTES" || true)
+    if [ "$busy" -gt 0 ]; then
+        echo "- $busy of $(wc -l <"$COMMANDS") rows started while other processes were using the CPUs; server and generator ran at nice $BENCH_NICE ahead of them (rows: $(grep 'other processes' "$NOTES" | cut -d: -f1 | paste -sd, | sed 's/,/, /g'))."
+    fi
+    if grep -qv 'other processes' "$NOTES"; then
         echo
         echo "Notes from this run:"
-        sed 's/^/- /' "$NOTES"
+        grep -v 'other processes' "$NOTES" | sed 's/^/- /'
     fi
     "$BENCH_BIN" report "$RESULTS"
     echo
@@ -124,5 +147,4 @@ awk -v frag="$FRAGMENT" '
     /push-bench:results:end/ { skip = 0 }
     !skip { print }
 ' "$DOC" >"$DOC.tmp" && mv "$DOC.tmp" "$DOC"
-cp "$RESULTS" "$BENCH_ROOT/bench/results/latest.jsonl" 2>/dev/null || true
 log "results in $RESULTS; $DOC updated"
