@@ -94,7 +94,7 @@ impl Redis {
         };
         let conf = format!(
             "port {}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
-             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n\
+             sentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 10000\n\
              sentinel parallel-syncs mymaster 1\n",
             r.port,
             r.dir.display()
