@@ -20,6 +20,9 @@ endif
 ifneq ($(wildcard mk/browser.mk),)
 TEST_TARGETS += test-browser
 endif
+ifneq ($(wildcard mk/reliability.mk),)
+TEST_TARGETS += test-reliability
+endif
 ifneq ($(wildcard mk/bench.mk),)
 TEST_TARGETS += test-bench
 endif

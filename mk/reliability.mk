@@ -7,14 +7,16 @@ FUZZ_SECONDS ?= 15
 FUZZ_TARGETS := ws_text_frame sse_cursor message_id config_yaml publish_body
 ## Soak length for `make soak` (`30s`, `10m`, `2h`; a bare number is seconds).
 DURATION ?= 10m
-## Soak length inside `make test-reliability`.
+## Soak length and seconds per fuzz target inside `make test-reliability`.
 RELIABILITY_SOAK ?= 60s
+RELIABILITY_FUZZ_SECONDS ?= 10
 
-## Property tests, hostile clients, SIGTERM under load, a short soak, then
-## a bounded run of every fuzz target (a few minutes on 2 cores).
+## The parts `test-server` does not run: a short soak, then a bounded run of
+## every fuzz target (the property tests, hostile clients and SIGTERM test are
+## in the reliability test binary, which `test-server` runs with the rest).
 test-reliability:
-	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability -- --include-ignored
-	$(MAKE) --no-print-directory fuzz
+	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak -- --ignored --nocapture
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(RELIABILITY_FUZZ_SECONDS)
 
 ## Connection churn plus steady publishing against one node for DURATION;
 ## fails if RSS, fds or threads grow without bound (samples in target/soak/).
