@@ -27,7 +27,7 @@ ifneq ($(wildcard mk/bench.mk),)
 TEST_TARGETS += test-bench
 endif
 
-.PHONY: all build run test test-server lint fmt release
+.PHONY: all build run test test-server test-release lint fmt release
 all: build
 
 build:
@@ -41,7 +41,14 @@ run:
 	$(CARGO) run --release -p push-server
 
 ## Every test of the workspace (what CI runs).
-test: $(TEST_TARGETS)
+test: $(TEST_TARGETS) test-release
+
+## The release build the Dockerfiles run (no Docker engine in CI): it must
+## build from the lock file, and the binaries must start.
+test-release:
+	$(CARGO) build --release --locked -p push-server -p push-operator
+	$(or $(CARGO_TARGET_DIR),target)/release/push-server --version
+	$(or $(CARGO_TARGET_DIR),target)/release/push-operator crd | diff -q - crds/pushcluster.yaml
 
 test-server:
 	$(CARGO) $(NEXTEST) -p push-server
