@@ -7,7 +7,10 @@
 //!   tokens, WebSocket frames).
 //! - [`hostile`]: slow-loris, clients that never read, connection churn.
 //! - [`sigterm`]: SIGTERM during heavy publishing; nothing accepted is lost.
-//! - [`soak`]: churn plus publishing over time (`#[ignore]`: `make soak`).
+//! - [`redis_faults`]: faults that need Redis (a node SIGKILLed, Redis
+//!   paused, killed and restarted, the Sentinel master killed), counted.
+//! - [`soak`]: churn plus publishing over time (`#[ignore]`: `make soak`,
+//!   `make soak-redis` for two nodes on Redis).
 //! - [`regressions`]: inputs that once broke something, kept forever,
 //!   and the fuzzers' seeds and crashes replayed.
 
@@ -16,6 +19,8 @@ mod hostile;
 mod props;
 mod props_ws;
 mod rawws;
+mod redis_faults;
+mod redisprocs;
 mod regressions;
 mod sigterm;
 mod soak;

@@ -1,0 +1,233 @@
+//! Real Redis processes for the Redis fault rows and the two-node soak: a
+//! single server and master + replica + 3 Sentinels, each on a free loopback
+//! port in a directory of its own, killed when dropped.
+//!
+//! Copied from `tests/redis/procs.rs` (the test binaries do not share
+//! modules), with the process id for SIGSTOP/SIGCONT and without Cluster.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::common::WAIT;
+
+/// A free loopback port (bound then released; good enough on a test box).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "push-redis-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs `redis-cli -p port args…` and returns its output.
+pub async fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `f` until it returns true, failing after `within`.
+pub async fn until<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One redis-server (or redis-sentinel) process.
+pub struct Redis {
+    pub port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    sentinel: bool,
+}
+
+impl Redis {
+    /// Starts redis-server with `extra` arguments and waits for PONG.
+    pub async fn start(extra: &[&str]) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: scratch_dir(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            sentinel: false,
+        };
+        r.spawn().await;
+        r
+    }
+
+    /// Starts a Sentinel watching `master_port` as `mymaster`.
+    pub async fn sentinel(master_port: u16) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: scratch_dir(),
+            args: Vec::new(),
+            child: None,
+            sentinel: true,
+        };
+        let conf = format!(
+            "port {}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds mymaster 3000\nsentinel failover-timeout mymaster 10000\n\
+             sentinel parallel-syncs mymaster 1\n",
+            r.port,
+            r.dir.display()
+        );
+        std::fs::write(r.dir.join("sentinel.conf"), conf).expect("sentinel.conf");
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = if self.sentinel {
+            let mut c = Command::new("redis-server");
+            c.arg(self.dir.join("sentinel.conf")).arg("--sentinel");
+            c
+        } else {
+            let mut c = Command::new("redis-server");
+            c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&self.dir)
+                .args(&self.args);
+            c
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (make test-redis installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        until("redis answers PING", WAIT, || async move {
+            cli(port, &["PING"]).await == "PONG"
+        })
+        .await;
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("redis-server running")
+    }
+
+    /// SIGKILL: no goodbye to clients.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port, directory and arguments.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Master + replica + 3 Sentinels (`mymaster`).
+pub struct SentinelSet {
+    pub master: Redis,
+    pub replica: Redis,
+    pub sentinels: Vec<Redis>,
+}
+
+impl SentinelSet {
+    pub async fn start() -> SentinelSet {
+        let master = Redis::start(&[]).await;
+        let mport = master.port.to_string();
+        let replica = Redis::start(&["--replicaof", "127.0.0.1", &mport]).await;
+        let rport = replica.port;
+        until("replica in sync", WAIT, || async move {
+            cli(rport, &["INFO", "replication"])
+                .await
+                .contains("master_link_status:up")
+        })
+        .await;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(Redis::sentinel(master.port).await);
+        }
+        // Every Sentinel must know the replica and the others before a
+        // failover can be agreed.
+        for s in &sentinels {
+            let port = s.port;
+            until("sentinel sees replica and peers", WAIT, || async move {
+                let info = cli(port, &["SENTINEL", "MASTER", "mymaster"]).await;
+                let field = |name: &str| {
+                    let lines: Vec<&str> = info.lines().collect();
+                    lines
+                        .iter()
+                        .position(|l| *l == name)
+                        .and_then(|i| lines.get(i + 1))
+                        .map(|v| v.to_string())
+                };
+                field("num-slaves").as_deref() == Some("1")
+                    && field("num-other-sentinels").as_deref() == Some("2")
+            })
+            .await;
+        }
+        SentinelSet {
+            master,
+            replica,
+            sentinels,
+        }
+    }
+
+    pub fn sentinel_addrs(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|s| s.addr())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
