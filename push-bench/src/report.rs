@@ -120,6 +120,9 @@ fn notes(rec: &Value) -> String {
             notes.push(format!("{} not ready", connected - ready));
         }
     }
+    if let Some(verdict) = rec["verdict"].as_str().filter(|v| *v != "good") {
+        notes.push(format!("stopped: {verdict}"));
+    }
     if let Some(ratio) = f(&rec["achieved_ratio"]).filter(|&r| r < 0.95) {
         notes.push(format!("achieved {:.0}% of rate", ratio * 100.0));
     }

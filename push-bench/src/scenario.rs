@@ -452,7 +452,11 @@ pub async fn max(common: &Common, args: &MaxArgs) -> Result<Vec<Value>> {
         // Let the server settle between steps.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut summary = last_good.unwrap_or_else(|| json!({ "note": "no step passed" }));
+    // With no good step, report the first (failed) one so the row still names the server,
+    // with the verdict saying why.
+    let mut summary = last_good
+        .or_else(|| out.first().cloned())
+        .unwrap_or_else(|| json!({}));
     merge(
         &mut summary,
         json!({ "scenario": "max", "steps": out.len() }),
