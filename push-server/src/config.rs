@@ -163,6 +163,10 @@ pub struct Config {
     #[arg(long, env = "PUSH_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// PEM file of the CA certificate(s) trusted for rediss:// (instead of the system roots)
+    #[arg(long, env = "PUSH_REDIS_CA_FILE", value_name = "PEM_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Redis Sentinel addresses host:port,… (with --redis-master-name)
     #[arg(long, env = "PUSH_REDIS_SENTINEL", value_delimiter = ',')]
     pub redis_sentinel: Vec<String>,

@@ -254,6 +254,7 @@ impl Server {
                 &config.redis_sentinel,
                 config.redis_master_name.as_deref(),
                 &config.redis_cluster,
+                config.redis_ca_file.as_deref(),
             )?;
             let settings = Settings {
                 history_size: config.history_size,

@@ -9,3 +9,4 @@ mod presence;
 mod procs;
 mod sentinel;
 mod single;
+mod tls;

@@ -35,6 +35,16 @@ pub enum TargetError {
     Address { addr: String, source: RedisError },
     #[error("--redis-sentinel needs --redis-master-name")]
     NoMasterName,
+    #[error("cannot read --redis-ca-file {path:?}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--redis-ca-file {path:?} holds no usable PEM certificate{detail}")]
+    CaPem {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 /// How this node finds Redis.
@@ -49,8 +59,9 @@ pub enum Target {
         master: String,
         template: Option<ConnectionInfo>,
     },
-    /// A Redis Cluster reached through its seed nodes.
-    Cluster(Vec<ConnectionInfo>),
+    /// A Redis Cluster reached through its seed nodes, and the CA
+    /// certificates (PEM) trusted for TLS instead of the system roots.
+    Cluster(Vec<ConnectionInfo>, Option<Vec<u8>>),
 }
 
 /// `host:port` or a full `redis://…` / `rediss://…` URL.
@@ -68,28 +79,76 @@ pub fn parse_addr(addr: &str) -> Result<ConnectionInfo, TargetError> {
         })
 }
 
+/// Reads `--redis-ca-file` and checks that it holds certificates.
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, TargetError> {
+    let pem = std::fs::read(path).map_err(|source| TargetError::CaFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // redis-rs would accept a file without certificates and then trust
+    // nothing; say so at startup instead.
+    let has_cert = pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----");
+    if !has_cert {
+        return Err(TargetError::CaPem {
+            path: path.to_path_buf(),
+            detail: String::new(),
+        });
+    }
+    Ok(pem)
+}
+
+/// For a `rediss://` address, trusts `ca` (instead of the system roots).
+fn with_ca(
+    info: ConnectionInfo,
+    ca: Option<&[u8]>,
+    path: Option<&std::path::Path>,
+) -> Result<ConnectionInfo, TargetError> {
+    let (Some(ca), Some(path)) = (ca, path) else {
+        return Ok(info);
+    };
+    if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        return Ok(info);
+    }
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    };
+    Client::build_with_tls(info, certs)
+        .map(|c| c.get_connection_info().clone())
+        .map_err(|e| TargetError::CaPem {
+            path: path.to_path_buf(),
+            detail: format!(": {e}"),
+        })
+}
+
 impl Target {
-    /// Builds the target from the settings (one of them is set).
+    /// Builds the target from the settings (one of them is set). `ca_file`
+    /// (PEM) replaces the system roots for every `rediss://` address.
     pub fn from_config(
         url: Option<&str>,
         sentinel: &[String],
         master_name: Option<&str>,
         cluster: &[String],
+        ca_file: Option<&std::path::Path>,
     ) -> Result<Target, TargetError> {
+        let ca = ca_file.map(read_ca).transpose()?;
+        let parse = |addr: &str| with_ca(parse_addr(addr)?, ca.as_deref(), ca_file);
         if !cluster.is_empty() {
             let nodes = cluster
                 .iter()
                 .map(|a| parse_addr(a))
                 .collect::<Result<_, _>>()?;
-            return Ok(Target::Cluster(nodes));
+            return Ok(Target::Cluster(nodes, ca));
         }
         if !sentinel.is_empty() {
             let master = master_name.ok_or(TargetError::NoMasterName)?.to_string();
             let sentinels = sentinel
                 .iter()
-                .map(|a| parse_addr(a))
+                .map(|a| parse(a))
                 .collect::<Result<_, _>>()?;
-            let template = url.map(parse_addr).transpose()?;
+            let template = url.map(parse).transpose()?;
             return Ok(Target::Sentinel {
                 sentinels,
                 master,
@@ -97,11 +156,11 @@ impl Target {
             });
         }
         let url = url.unwrap_or("redis://127.0.0.1:6379");
-        Ok(Target::Single(parse_addr(url)?))
+        Ok(Target::Single(parse(url)?))
     }
 
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Target::Cluster(_))
+        matches!(self, Target::Cluster(..))
     }
 
     /// Where the master is now (not for clusters).
@@ -113,7 +172,7 @@ impl Target {
                 master,
                 template,
             } => resolve_sentinel(sentinels, master, template.as_ref()).await,
-            Target::Cluster(_) => Err(unavailable("no single master in cluster mode")),
+            Target::Cluster(..) => Err(unavailable("no single master in cluster mode")),
         }
     }
 
@@ -157,7 +216,7 @@ impl Target {
         &self,
         push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
     ) -> Result<ClusterConnection, BrokerError> {
-        let Target::Cluster(nodes) = self else {
+        let Target::Cluster(nodes, ca) = self else {
             return Err(unavailable("not a cluster"));
         };
         let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
@@ -170,6 +229,16 @@ impl Target {
             .max_retry_wait(200);
         if let Some(password) = nodes.first().and_then(|n| n.redis_settings().password()) {
             builder = builder.password(password);
+        }
+        let tls = matches!(
+            nodes.first().map(|n| n.addr()),
+            Some(ConnectionAddr::TcpTls { .. })
+        );
+        if let (true, Some(ca)) = (tls, ca) {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            });
         }
         if let Some(tx) = push {
             builder = builder.use_protocol(ProtocolVersion::RESP3).push_sender(tx);
@@ -346,7 +415,7 @@ impl Commands {
             }
         }
         let connected = match &self.target {
-            Target::Cluster(_) => self.target.connect_cluster(None).await.map(Conn::Cluster),
+            Target::Cluster(..) => self.target.connect_cluster(None).await.map(Conn::Cluster),
             _ => self.target.connect_master(None).await.map(Conn::Direct),
         };
         match connected {
