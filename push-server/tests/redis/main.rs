@@ -2,6 +2,7 @@
 //! (single, Sentinel, Cluster). Run with `make test-redis`, which installs
 //! redis-server when missing.
 
+mod auth;
 mod cluster;
 mod common;
 mod nodes;
