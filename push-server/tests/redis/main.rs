@@ -11,3 +11,4 @@ mod procs;
 mod sentinel;
 mod single;
 mod tls;
+mod tokens;
