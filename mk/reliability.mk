@@ -1,6 +1,6 @@
 # Reliability (issue 8, docs/reliability.md): property tests, hostile clients,
 # SIGTERM under load, a soak, and bounded fuzz runs (included by the Makefile).
-.PHONY: test-reliability fuzz fuzz-build soak
+.PHONY: test-reliability fuzz fuzz-build soak soak-redis
 
 ## Seconds each fuzz target runs in `make fuzz` / `make test-reliability`.
 FUZZ_SECONDS ?= 15
@@ -15,13 +15,19 @@ RELIABILITY_FUZZ_SECONDS ?= 10
 ## every fuzz target (the property tests, hostile clients and SIGTERM test are
 ## in the reliability test binary, which `test-server` runs with the rest).
 test-reliability:
-	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak -- --ignored --nocapture
+	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak::soak_one_node -- --ignored --exact --nocapture
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(RELIABILITY_FUZZ_SECONDS)
 
 ## Connection churn plus steady publishing against one node for DURATION;
 ## fails if RSS, fds or threads grow without bound (samples in target/soak/).
 soak:
-	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak -- --ignored --nocapture
+	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak::soak_one_node -- --ignored --exact --nocapture
+
+## The same against two nodes on one Redis (needs redis-server, see
+## `make test-redis`): subscribers of every channel on both nodes, each
+## publisher on one; samples in target/soak/soak-redis-<secs>s.csv.
+soak-redis:
+	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak::soak_two_nodes_redis -- --ignored --exact --nocapture
 
 # cargo-fuzz wants nightly for -Z flags (sanitizer coverage); the stable
 # toolchain does the same with RUSTC_BOOTSTRAP=1. No sanitizer: the code
