@@ -23,10 +23,10 @@ test-reliability:
 soak:
 	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak::soak_one_node -- --ignored --exact --nocapture
 
-## The same against two nodes on one Redis (needs redis-server, see
-## `make test-redis`): subscribers of every channel on both nodes, each
-## publisher on one; samples in target/soak/soak-redis-<secs>s.csv.
-soak-redis:
+## The same against two nodes on one Redis (installs redis-server when
+## missing): subscribers of every channel on both nodes, each publisher on
+## one; samples in target/soak/soak-redis-<secs>s.csv.
+soak-redis: install-redis
 	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak::soak_two_nodes_redis -- --ignored --exact --nocapture
 
 # cargo-fuzz wants nightly for -Z flags (sanitizer coverage); the stable
