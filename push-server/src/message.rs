@@ -100,8 +100,7 @@ impl FromStr for MessageId {
 
     fn from_str(s: &str) -> Result<Self, IdError> {
         let (ms, seq) = s.split_once('-').ok_or(IdError)?;
-        let digits =
-            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()); // leading zeros are fine; parse refuses > u64::MAX
         if !digits(ms) || !digits(seq) {
             return Err(IdError);
         }
@@ -296,6 +295,10 @@ mod tests {
         let c: MessageId = "1732800000001-0".parse().unwrap();
         assert!(a < b && b < c);
         assert_eq!(a.to_string(), "1732800000000-0");
+        assert_eq!(
+            "007-0018446744073709551615".parse::<MessageId>(),
+            Ok(MessageId::new(7, u64::MAX))
+        );
         for bad in [
             "",
             "1",
