@@ -407,8 +407,6 @@ async fn serve_http(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        // Backends pipeline publishes: answer a burst with one write.
-        .pipeline_flush(true)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(tcp), service)
