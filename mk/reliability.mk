@@ -11,11 +11,13 @@ DURATION ?= 10m
 RELIABILITY_SOAK ?= 60s
 RELIABILITY_FUZZ_SECONDS ?= 10
 
-## The parts `test-server` does not run: a short soak, then a bounded run of
-## every fuzz target (the property tests, hostile clients and SIGTERM test are
-## in the reliability test binary, which `test-server` runs with the rest).
-test-reliability:
+## The parts `test-server` does not run: short soaks (one node, then two nodes
+## on Redis: two minutes together), then a bounded run of every fuzz target
+## (the property tests, hostile clients, faults and SIGTERM test are in the
+## reliability test binary, which `test-server` runs with the rest).
+test-reliability: install-redis
 	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak::soak_one_node -- --ignored --exact --nocapture
+	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak::soak_two_nodes_redis -- --ignored --exact --nocapture
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(RELIABILITY_FUZZ_SECONDS)
 
 ## Connection churn plus steady publishing against one node for DURATION;
