@@ -4,6 +4,7 @@
 
 mod auth;
 mod cluster;
+#[path = "../server/common.rs"]
 mod common;
 mod nodes;
 mod presence;

@@ -1,6 +1,7 @@
 //! Real Redis processes for the tests: a single server, master + replica +
 //! 3 Sentinels, a 3-master Cluster, each on free loopback ports in a
-//! directory of its own, killed when dropped.
+//! directory of its own, killed when dropped. Also included by the
+//! reliability test binary (`#[path]`), which needs `crate::common::WAIT`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -94,7 +95,7 @@ impl Redis {
         };
         let conf = format!(
             "port {}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
-             sentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 10000\n\
+             sentinel down-after-milliseconds mymaster 3000\nsentinel failover-timeout mymaster 10000\n\
              sentinel parallel-syncs mymaster 1\n",
             r.port,
             r.dir.display()
@@ -138,6 +139,14 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("redis-server running")
     }
 
     /// SIGKILL: no goodbye to clients.

@@ -20,6 +20,7 @@ mod props;
 mod props_ws;
 mod rawws;
 mod redis_faults;
+#[path = "../redis/procs.rs"]
 mod redisprocs;
 mod regressions;
 mod sigterm;

@@ -1,5 +1,6 @@
 //! Test helpers: start a real server (in-process on port 0, or the built
-//! binary), and talk to it with real WebSocket, SSE and HTTP clients.
+//! binary), and talk to it with real WebSocket, SSE and HTTP clients. The
+//! Redis test binary includes this file too (`#[path]`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
