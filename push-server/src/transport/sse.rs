@@ -252,6 +252,9 @@ pub async fn serve_raw(app: Arc<App>, mut tcp: TcpStream, peer: SocketAddr) {
         }
         let shared = sse.shared.clone();
         let written = tokio::select! {
+            // The write first: when it completes at once (the usual case), the
+            // kick waiter is never registered.
+            biased;
             r = tokio::time::timeout(write_timeout, write.write_all(&chunk)) => matches!(r, Ok(Ok(()))),
             // A write stuck behind a full socket must not outlive a kick.
             _ = shared.kicked() => false,
@@ -270,6 +273,9 @@ async fn write_within(
     shared: &ConnShared,
 ) -> bool {
     tokio::select! {
+        // The write first: when it completes at once (the usual case), the
+        // kick waiter is never registered.
+        biased;
         r = tokio::time::timeout(limit, tcp.write_all(bytes)) => matches!(r, Ok(Ok(()))),
         _ = shared.kicked() => false,
     }

@@ -372,8 +372,11 @@ impl Conn {
             }
             socket.flush().await
         };
-        let shared = self.session.shared.clone();
+        let shared = &self.session.shared;
         let outcome = tokio::select! {
+            // The write first: when it completes at once (the usual case), the
+            // kick waiter is never registered.
+            biased;
             r = tokio::time::timeout(self.write_timeout, write) => r,
             // A write stuck behind a full socket must not outlive a kick.
             _ = shared.kicked() => return Err(()),
