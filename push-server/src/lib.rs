@@ -18,7 +18,9 @@
 //! - [`hub`]: local subscriptions and fan-out into bounded per-connection
 //!   queues; slow consumers; the per-connection [`hub::Session`] that makes
 //!   resume gap-free and duplicate-free.
-//! - [`transport`]: the WebSocket and SSE protocols on top of a session.
+//! - [`transport`]: the WebSocket and SSE protocols on top of a session;
+//!   SSE requests skip hyper and are served on the raw socket (memory), and
+//!   [`transport::acks`] holds the acknowledged-delivery policy.
 //! - [`api`]: publish, history and presence over HTTP.
 //! - [`auth`]: who may subscribe and publish.
 //! - [`metrics`]: Prometheus metrics.
