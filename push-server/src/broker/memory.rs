@@ -31,12 +31,12 @@ struct ChannelLog {
 }
 
 impl ChannelLog {
-    /// A log created now knows nothing older than now: ids before it are
-    /// reported as unrecoverable instead of silently skipped.
-    fn new() -> ChannelLog {
-        let floor = MessageId::new(now_ms(), 0);
+    /// A log created now. `floor` is the oldest id it can vouch for: a
+    /// `since` below it may have missed messages of a forgotten log (or of
+    /// an earlier process) and is reported as unrecoverable.
+    fn new(floor: MessageId) -> ChannelLog {
         ChannelLog {
-            last: floor,
+            last: MessageId::new(now_ms(), 0),
             trimmed: floor,
             ring: VecDeque::new(),
             subscribed: false,
@@ -62,7 +62,16 @@ pub struct MemoryBroker {
     history_size: usize,
     /// Age after which a message leaves history.
     history_ttl: Duration,
+    /// How long a quiet, unsubscribed, empty log is kept before the sweeper
+    /// forgets it; see `floor`.
+    keep: Duration,
+    /// The first id of this process: nothing older is known.
+    started: MessageId,
 }
+
+/// Quiet logs are kept at least this long, even without history, so a
+/// client that reconnects within it to a quiet channel resumes cleanly.
+const MIN_KEEP: Duration = Duration::from_secs(60);
 
 impl MemoryBroker {
     /// Creates the broker and its history sweeper (which stops when the
@@ -71,6 +80,15 @@ impl MemoryBroker {
         sink: Arc<dyn Sink>,
         history_size: usize,
         history_ttl: Duration,
+    ) -> Arc<MemoryBroker> {
+        Self::with_keep(sink, history_size, history_ttl, history_ttl.max(MIN_KEEP))
+    }
+
+    fn with_keep(
+        sink: Arc<dyn Sink>,
+        history_size: usize,
+        history_ttl: Duration,
+        keep: Duration,
     ) -> Arc<MemoryBroker> {
         let (history_size, history_ttl) = if history_size == 0 || history_ttl.is_zero() {
             (0, Duration::ZERO)
@@ -82,12 +100,24 @@ impl MemoryBroker {
             sink,
             history_size,
             history_ttl,
+            keep,
+            started: MessageId::new(now_ms(), 0),
         });
-        if history_size > 0 {
-            let period = (history_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-            tokio::spawn(sweep(Arc::downgrade(&broker), period));
-        }
+        // Runs without history too: pure pub/sub still creates a log per
+        // published channel, and those must not pile up.
+        let basis = if history_size > 0 { history_ttl } else { keep };
+        let period = (basis / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        tokio::spawn(sweep(Arc::downgrade(&broker), period));
         broker
+    }
+
+    /// The oldest `since` a log created now can vouch for. The sweeper only
+    /// forgets a log whose newest id is older than `keep`, so every message
+    /// of a forgotten log is older than `now - keep`; nothing before this
+    /// process started is known at all.
+    fn floor(&self) -> MessageId {
+        let keep_ms = u64::try_from(self.keep.as_millis()).unwrap_or(u64::MAX);
+        MessageId::new(now_ms().saturating_sub(keep_ms), 0).max(self.started)
     }
 
     fn shard(&self, channel: &str) -> MutexGuard<'_, HashMap<Channel, ChannelLog>> {
@@ -103,7 +133,9 @@ impl MemoryBroker {
     pub fn publish_now(&self, channel: Channel, data: &[u8]) -> MessageId {
         let now = Instant::now();
         let mut shard = self.shard(&channel);
-        let log = shard.entry(channel.clone()).or_insert_with(ChannelLog::new);
+        let log = shard
+            .entry(channel.clone())
+            .or_insert_with(|| ChannelLog::new(self.floor()));
         let id = log.last.next_at(now_ms());
         log.last = id;
         let msg = Arc::new(Message::new(channel, id, data, now));
@@ -129,13 +161,12 @@ impl MemoryBroker {
         let now = Instant::now();
         let mut shard = self.shard(channel);
         let Some(log) = shard.get_mut(channel) else {
-            // Never published or long idle: nothing retained, and nothing
-            // before now is known.
-            let floor = MessageId::new(now_ms(), 0);
+            // Never published or long quiet: nothing retained.
+            let floor = self.floor();
             return History {
                 messages: Vec::new(),
                 recovered: since.is_none_or(|s| s >= floor),
-                position: floor,
+                position: MessageId::new(now_ms(), 0),
             };
         };
         if self.history_size > 0 {
@@ -155,11 +186,15 @@ impl MemoryBroker {
     /// Drops expired messages and forgets idle, unsubscribed channels.
     fn sweep_once(&self) {
         let now = Instant::now();
+        let keep_ms = u64::try_from(self.keep.as_millis()).unwrap_or(u64::MAX);
+        let quiet_before = MessageId::new(now_ms().saturating_sub(keep_ms), 0);
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, log| {
-                log.expire(self.history_ttl, now);
-                log.subscribed || !log.ring.is_empty()
+                if self.history_size > 0 {
+                    log.expire(self.history_ttl, now);
+                }
+                log.subscribed || !log.ring.is_empty() || log.last >= quiet_before
             });
         }
     }
@@ -199,7 +234,7 @@ impl Broker for MemoryBroker {
         let mut shard = self.shard(channel);
         shard
             .entry(channel.clone())
-            .or_insert_with(ChannelLog::new)
+            .or_insert_with(|| ChannelLog::new(self.floor()))
             .subscribed = true;
         future::ready(Ok(())).boxed()
     }
@@ -302,5 +337,77 @@ mod tests {
         assert!(h.messages.is_empty());
         assert_eq!(h.position, id);
         assert!(b.read_now(&ch, Some(id), 10).recovered);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_quiet_log_still_resumes_and_ids_keep_rising() {
+        let b = MemoryBroker::with_keep(
+            Arc::new(Collect::default()),
+            10,
+            Duration::from_millis(1),
+            Duration::from_millis(20),
+        );
+        let ch: Channel = "quiet".into();
+        b.subscribe(&ch).await.unwrap();
+        let cursor = b.read_now(&ch, None, 10).position;
+        let old = b.publish_now(ch.clone(), b"expires");
+        b.unsubscribe(&ch);
+        std::thread::sleep(Duration::from_millis(30));
+        b.sweep_once();
+        assert!(
+            b.shard(&ch).get(&ch).is_none(),
+            "quiet, empty and unsubscribed past keep: forgotten"
+        );
+        assert!(
+            !b.read_now(&ch, Some(cursor), 10).recovered,
+            "the expired message is lost to a reader from before it"
+        );
+        assert!(
+            !b.read_now(&ch, Some(old), 10).recovered,
+            "a forgotten log cannot vouch for cursors older than keep"
+        );
+        let new = b.publish_now(ch.clone(), b"after");
+        assert!(new > old, "ids keep rising across a forgotten log");
+        let h = b.read_now(&ch, Some(b.floor()), 10);
+        assert!(h.recovered);
+        assert_eq!(h.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_log_within_keep_is_not_forgotten() {
+        let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_millis(1));
+        let ch: Channel = "quiet".into();
+        b.subscribe(&ch).await.unwrap();
+        let cursor = b.read_now(&ch, None, 10).position;
+        b.unsubscribe(&ch);
+        std::thread::sleep(Duration::from_millis(5));
+        b.sweep_once();
+        b.publish_now(ch.clone(), b"1");
+        let h = b.read_now(&ch, Some(cursor), 10);
+        assert!(h.recovered, "the cursor of a quiet channel resumes");
+        assert_eq!(h.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pure_pubsub_logs_are_swept() {
+        let b = MemoryBroker::with_keep(
+            Arc::new(Collect::default()),
+            0,
+            Duration::ZERO,
+            Duration::from_millis(1),
+        );
+        for i in 0..100 {
+            b.publish_now(format!("c{i}").into(), b"x");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        b.sweep_once();
+        assert_eq!(b.shards.iter().map(|s| s.lock().unwrap().len()).sum::<usize>(), 0);
+    }
+
+    #[tokio::test]
+    async fn ids_from_before_this_process_are_not_recovered() {
+        let before = MessageId::new(now_ms().saturating_sub(1_000), 0);
+        let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_secs(60));
+        assert!(!b.read_now(&"fresh".into(), Some(before), 10).recovered);
     }
 }

@@ -18,7 +18,7 @@ mod presence;
 mod sub;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,14 +42,16 @@ pub struct Settings {
 }
 
 /// Trims, appends, expires and publishes; returns the new id.
-/// KEYS[1] stream; ARGV: pub/sub channel, data, maxlen, ttl ms, publish command.
+/// KEYS[1] stream, KEYS[2] its slot's epoch key; ARGV: pub/sub channel, data,
+/// maxlen, ttl ms, publish command.
 const PUBLISH_LUA: &str = r#"
 local key, maxlen, ttl = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 local fresh = redis.call('EXISTS', key) == 0
 local dropped = false
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if maxlen > 0 then
-  local t = redis.call('TIME')
-  local cutoff = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl) .. '-0'
+  local cutoff = (now - ttl) .. '-0'
   local old = redis.call('XREVRANGE', key, '(' .. cutoff, '-', 'COUNT', 1)
   if #old > 0 then
     dropped = old[1][1]
@@ -66,8 +68,15 @@ local id = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'd', ARGV[2])
 if maxlen == 0 then
   dropped = id
 elseif fresh then
-  -- A new stream knows nothing from before its first message.
-  dropped = string.match(id, '^(%d+)') .. '-0'
+  -- A new stream vouches only for ids after its floor: an earlier stream
+  -- expired a ttl after its last message, and data lost with Redis (a
+  -- restart without persistence) also lost the epoch key.
+  local epoch = tonumber(redis.call('GET', KEYS[2]))
+  if not epoch then
+    epoch = now
+    redis.call('SET', KEYS[2], now)
+  end
+  dropped = math.max(now - ttl, epoch) .. '-0'
 end
 if dropped then
   redis.call('XSETID', key, id, 'MAXDELETEDID', dropped)
@@ -78,14 +87,21 @@ return id
 "#;
 
 /// Reads retained messages after ARGV[1] ('' for all), at most ARGV[2],
-/// ignoring those older than ARGV[3] ms. Returns
-/// `{last id, newest lost id, entries…}`, or `{'', now}` for no stream.
+/// ignoring those older than ARGV[3] ms; ARGV[4] is the stream key's ttl and
+/// KEYS[2] the slot's epoch key.
+/// Returns `{last id, newest lost id, entries…}`, or `{'', floor, now}` for
+/// no stream (see the publish script for the floor).
 const READ_LUA: &str = r#"
 local key, since, count, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', key) == 0 then
-  return {'', now .. '-0'}
+  local epoch = tonumber(redis.call('GET', KEYS[2]))
+  if not epoch then
+    epoch = now
+    redis.call('SET', KEYS[2], now)
+  end
+  return {'', math.max(now - tonumber(ARGV[4]), epoch) .. '-0', now .. '-0'}
 end
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -126,6 +142,30 @@ return out
 /// The stream key of a channel.
 pub fn history_key(channel: &str) -> String {
     format!("push:{{{channel}}}:h")
+}
+
+/// The epoch key on a channel's slot: the Redis time at which the slot's
+/// data began. It has no ttl, so data lost with Redis loses it too, and the
+/// next stream created on the slot vouches for nothing older. One key per
+/// slot (at most 16384), found through a table of hash tags by slot.
+pub fn epoch_key(channel: &str) -> String {
+    static TAGS: OnceLock<Box<[u32]>> = OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![u32::MAX; 16384];
+        let mut missing = tags.len();
+        let mut i = 0u32;
+        while missing > 0 {
+            let t = &mut tags[usize::from(slot(&i.to_string()))];
+            if *t == u32::MAX {
+                *t = i;
+                missing -= 1;
+            }
+            i += 1;
+        }
+        tags.into_boxed_slice()
+    });
+    let tag = tags[usize::from(slot(&history_key(channel)))];
+    format!("push:epoch:{{{tag}}}")
 }
 
 /// The pub/sub channel of a channel.
@@ -266,6 +306,7 @@ impl Shared {
 
     async fn publish(&self, channel: Channel, data: Bytes) -> Result<MessageId, BrokerError> {
         let key = history_key(&channel);
+        let epoch = epoch_key(&channel);
         let publish_cmd = if self.commands.target().is_cluster() {
             "SPUBLISH"
         } else {
@@ -282,6 +323,7 @@ impl Shared {
                     async move {
                         script
                             .key(key)
+                            .key(epoch)
                             .arg(pubsub)
                             .arg(&data[..])
                             .arg(maxlen)
@@ -314,8 +356,9 @@ impl Shared {
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
             .arg(PUBLISH_LUA)
-            .arg(1)
+            .arg(2)
             .arg(history_key(channel))
+            .arg(epoch_key(channel))
             .arg(pubsub_channel(channel))
             .arg(data)
             .arg(self.maxlen())
@@ -368,10 +411,12 @@ impl Shared {
         limit: usize,
     ) -> Result<History, BrokerError> {
         let key = history_key(channel);
+        let epoch = epoch_key(channel);
         let since_arg = since.map(|s| s.to_string()).unwrap_or_default();
         // More than the retained count cannot exist.
         let count = limit.min(self.maxlen());
         let ttl = if self.maxlen() == 0 { 0 } else { self.ttl_ms() };
+        let key_ttl = self.ttl_ms();
         let script = self.read_script.clone();
         let reply: Vec<Value> = self
             .commands
@@ -379,9 +424,11 @@ impl Shared {
                 async move {
                     script
                         .key(key)
+                        .key(epoch)
                         .arg(since_arg)
                         .arg(count)
                         .arg(ttl)
+                        .arg(key_ttl)
                         .invoke_async(&mut c)
                         .await
                 }
@@ -405,12 +452,17 @@ impl Shared {
             .and_then(|g| g.parse().ok())
             .ok_or_else(bad)?;
         if last.is_empty() {
-            // No stream: never published, or silent for history_ttl. Nothing
-            // before now is known (`gone` is Redis' clock now).
+            // No stream: never published, or silent for its ttl. `gone` is
+            // the floor a new stream will vouch for; the position is now.
+            let now: MessageId = it
+                .next()
+                .and_then(text)
+                .and_then(|g| g.parse().ok())
+                .ok_or_else(bad)?;
             return Ok(History {
                 messages: Vec::new(),
                 recovered: since.is_none_or(|s| s >= gone),
-                position: gone,
+                position: now,
             });
         }
         let position: MessageId = last.parse().map_err(|_| bad())?;
@@ -469,6 +521,13 @@ impl Broker for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_channel_has_an_epoch_key_on_its_slot() {
+        for ch in ["news", "a", "user:42", "x{y}z", ""] {
+            assert_eq!(slot(&epoch_key(ch)), slot(&history_key(ch)), "{ch}");
+        }
+    }
 
     #[test]
     fn slots_follow_the_hash_tag() {
