@@ -401,7 +401,13 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(5));
         b.sweep_once();
-        assert_eq!(b.shards.iter().map(|s| s.lock().unwrap().len()).sum::<usize>(), 0);
+        assert_eq!(
+            b.shards
+                .iter()
+                .map(|s| s.lock().unwrap().len())
+                .sum::<usize>(),
+            0
+        );
     }
 
     #[tokio::test]

@@ -71,7 +71,12 @@ pub async fn handler(
                 .max_write_buffer_size(WRITE_BUFFER + 2 * max)
                 .max_message_size(max)
                 .max_frame_size(max)
-                .on_upgrade(move |socket| run(app, socket, channels, principal, permit))
+                .on_upgrade(move |socket| async move {
+                    // A task of its own: axum's upgrade future (and the
+                    // arguments it held) is freed instead of wrapping the
+                    // connection for its whole life.
+                    tokio::spawn(run(app, socket, channels, principal, permit));
+                })
         }
     }
 }
@@ -155,13 +160,16 @@ struct Conn {
     /// The batch being written, kept to reuse its allocation.
     batch: Vec<Arc<Message>>,
 }
-async fn run(
+/// The connection's future. Built synchronously so that the arguments are
+/// moved into `Conn` once, not kept beside it (an async fn keeps its
+/// arguments for its whole life: hundreds of bytes per idle connection).
+fn run(
     app: Arc<App>,
     socket: WebSocket,
     channels: Vec<Channel>,
     principal: Principal,
     permit: ConnPermit,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let (shared, rx) = ConnShared::new(app.config.outbound_queue, principal.user.clone());
     let session = Session::new(
         app.hub.clone(),
@@ -187,16 +195,14 @@ async fn run(
         principal,
         last_seen: Instant::now(),
     };
-    let end = conn.serve(shared, rx, channels).await;
-    if let End::Close(code, reason) = end {
-        let frame = WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.socket.send(frame)).await;
+    async move {
+        let end = conn.serve(shared, rx, channels).await;
+        if let End::Close(code, reason) = end {
+            Box::pin(conn.close(code, reason)).await;
+        }
+        drop(conn);
+        drop(permit);
     }
-    drop(conn);
-    drop(permit);
 }
 
 impl Conn {
@@ -206,18 +212,11 @@ impl Conn {
         mut rx: Receiver,
         channels: Vec<Channel>,
     ) -> End {
-        let welcome = json!({
-            "type": "welcome",
-            "connection_id": shared.id.to_string(),
-            "heartbeat_ms": self.app.config.heartbeat.as_millis() as u64,
-        });
-        if self.send_json(welcome).await.is_err() {
-            return End::Gone;
-        }
-        for channel in channels {
-            if let Err(end) = Box::pin(self.subscribe(channel, None, false)).await {
-                return end;
-            }
+        // Boxed, like every rare path below: a future is as large as its
+        // largest state, and the resting state (the select) is what each
+        // idle connection holds.
+        if let Err(end) = Box::pin(self.start(shared.id, channels)).await {
+            return end;
         }
 
         let heartbeat = self.app.config.heartbeat;
@@ -249,7 +248,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 kick = &mut kicked => {
-                    self.reconnect(kick.reason()).await;
+                    Box::pin(self.reconnect(kick.reason())).await;
                     return End::Close(1013, kick.reason());
                 }
                 frame = self.socket.recv() => {
@@ -263,7 +262,7 @@ impl Conn {
                             }
                         }
                         WsMessage::Binary(_) => {
-                            if self.error("invalid_frame", "binary frames are not supported: send JSON text frames", None).await.is_err() {
+                            if Box::pin(self.error("invalid_frame", "binary frames are not supported: send JSON text frames", None)).await.is_err() {
                                 return End::Gone;
                             }
                         }
@@ -286,15 +285,15 @@ impl Conn {
                         return End::Close(1000, "idle timeout");
                     }
                     if lifetime.is_some_and(|l| now >= l) {
-                        self.reconnect("max_lifetime").await;
+                        Box::pin(self.reconnect("max_lifetime")).await;
                         return End::Close(1001, "max lifetime");
                     }
                     if drain_at.is_some_and(|d| now >= d) {
-                        self.reconnect("draining").await;
+                        Box::pin(self.reconnect("draining")).await;
                         return End::Close(1001, "draining");
                     }
                     if self.expires.is_some_and(|e| now >= e) {
-                        self.reconnect("token_expired").await;
+                        Box::pin(self.reconnect("token_expired")).await;
                         return End::Close(1008, "token expired");
                     }
                     if self.acks.next_due().is_some_and(|d| now >= d) && Box::pin(self.redeliver(now)).await.is_err() {
@@ -302,13 +301,27 @@ impl Conn {
                     }
                     if now >= next_ping {
                         next_ping = now + heartbeat;
-                        if self.write(WsMessage::Ping(Default::default())).await.is_err() {
+                        if Box::pin(self.write(WsMessage::Ping(Default::default()))).await.is_err() {
                             return End::Gone;
                         }
                     }
                 }
             }
         }
+    }
+
+    /// `welcome`, then the URL's subscriptions.
+    async fn start(&mut self, id: u64, channels: Vec<Channel>) -> Result<(), End> {
+        let welcome = json!({
+            "type": "welcome",
+            "connection_id": id.to_string(),
+            "heartbeat_ms": self.app.config.heartbeat.as_millis() as u64,
+        });
+        self.send_json(welcome).await.map_err(|()| End::Gone)?;
+        for channel in channels {
+            self.subscribe(channel, None, false).await?;
+        }
+        Ok(())
     }
 
     /// Writes `first` and whatever else is already queued, in one flush.
@@ -415,6 +428,14 @@ impl Conn {
             frame["channel"] = json!(ch);
         }
         self.send_json(frame).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.send(frame)).await;
     }
 
     async fn reconnect(&mut self, reason: &str) {
