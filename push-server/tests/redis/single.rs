@@ -362,3 +362,49 @@ async fn a_quiet_channel_cursor_resumes_on_another_node() {
         "published while away, delivered on resume"
     );
 }
+
+#[tokio::test]
+async fn expired_history_is_trimmed_and_the_gap_reported() {
+    let redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let a = node(&["--redis-url", &url, "--history-ttl", "1s"]).await;
+    let old0 = publish(&a, "aging", "0").await;
+    let old1 = publish(&a, "aging", "1").await;
+    // History ages on Redis' clock. 600 ms later `mid` keeps the stream
+    // alive; 600 ms after that old0 and old1 have expired and mid has not,
+    // so the next publish trims the two inside a live stream.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mid = publish(&a, "aging", "2").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let new = publish(&a, "aging", "3").await;
+    assert_eq!(
+        crate::procs::cli(redis.port, &["XLEN", "push:{aging}:h"])
+            .await
+            .trim(),
+        "2",
+        "the publish trimmed what expired"
+    );
+    for (since, recovered) in [(&old1, true), (&old0, false)] {
+        let mut ws = crate::common::ws_connect(&a, "").await;
+        assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+        crate::common::ws_send(
+            &mut ws,
+            json!({"type": "subscribe", "channel": "aging", "since": since}),
+        )
+        .await;
+        let f = ws_next(&mut ws).await;
+        assert_eq!(
+            f["recovered"].as_bool(),
+            Some(recovered),
+            "since {since}: {f}"
+        );
+        if recovered {
+            let got: Vec<_> = ws_messages(&mut ws, 2)
+                .await
+                .into_iter()
+                .map(|m| m.1)
+                .collect();
+            assert_eq!(got, [mid.clone(), new.clone()]);
+        }
+    }
+}

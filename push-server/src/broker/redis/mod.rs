@@ -46,21 +46,33 @@ pub struct Settings {
 /// maxlen, ttl ms, publish command.
 const PUBLISH_LUA: &str = r#"
 local key, maxlen, ttl = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-local fresh = redis.call('EXISTS', key) == 0
 local dropped = false
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fresh = false
 if maxlen > 0 then
-  local cutoff = (now - ttl) .. '-0'
-  local old = redis.call('XREVRANGE', key, '(' .. cutoff, '-', 'COUNT', 1)
-  if #old > 0 then
-    dropped = old[1][1]
-    redis.call('XTRIM', key, 'MINID', cutoff)
+  -- The oldest entry decides whether anything expired: a forward read of
+  -- one entry is cheap, a reverse search from the cutoff is not.
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  local n = 0
+  if #first == 0 then
+    fresh = redis.call('EXISTS', key) == 0
+  else
+    local t = redis.call('TIME')
+    local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl
+    if tonumber(string.match(first[1][1], '^(%d+)')) < cutoff then
+      local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+      dropped = old[1][1]
+      redis.call('XTRIM', key, 'MINID', cutoff .. '-0')
+      first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+    end
+    n = redis.call('XLEN', key)
   end
-  local n = redis.call('XLEN', key)
   if n >= maxlen then
-    local first = redis.call('XRANGE', key, '-', '+', 'COUNT', n - maxlen + 1)
-    dropped = first[#first][1]
+    if n == maxlen then
+      dropped = first[1][1]
+    else
+      local over = redis.call('XRANGE', key, '-', '+', 'COUNT', n - maxlen + 1)
+      dropped = over[#over][1]
+    end
     redis.call('XTRIM', key, 'MAXLEN', maxlen - 1)
   end
 end
@@ -71,6 +83,8 @@ elseif fresh then
   -- A new stream vouches only for ids after its floor: an earlier stream
   -- expired a ttl after its last message, and data lost with Redis (a
   -- restart without persistence) also lost the epoch key.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local epoch = tonumber(redis.call('GET', KEYS[2]))
   if not epoch then
     epoch = now
@@ -214,8 +228,8 @@ struct Shared {
     sink: Arc<dyn Sink>,
     /// Whether the last command round trip (or health check) worked.
     commands_up: AtomicBool,
-    publish_script: Script,
-    read_script: Script,
+    publish_script: Arc<Script>,
+    read_script: Arc<Script>,
     /// This node's id in presence entries.
     node_id: String,
 }
@@ -242,8 +256,8 @@ impl RedisBroker {
             commands: Commands::new(target),
             sink,
             commands_up: AtomicBool::new(false),
-            publish_script: Script::new(PUBLISH_LUA),
-            read_script: Script::new(READ_LUA),
+            publish_script: Arc::new(Script::new(PUBLISH_LUA)),
+            read_script: Arc::new(Script::new(READ_LUA)),
             node_id: format!("{:016x}", rand::random::<u64>()),
         });
         let sub = sub::start(shared.clone(), stop.clone());
