@@ -10,7 +10,7 @@
 #   BENCH_SERVERS    servers to measure (default: "nchan push nchan-redis push-redis")
 #   BENCH_TRANSPORTS (default: "ws sse")
 #   BENCH_SCENARIOS  (default: "idle10k idle19k bcast1k bcast10k personal")
-#   BENCH_DURATION   seconds of publishing per fan-out scenario (default 5)
+#   BENCH_DURATION   seconds of publishing per fan-out scenario (default 4)
 #   BENCH_DOC        document to update (default docs/benchmarks.md; "none" to skip)
 #   BENCH_APPEND=1   add this run's rows to bench/results/latest.* instead of replacing them
 #   PUSH_BIN         push-server binary (default: built here with cargo build --release)
@@ -21,7 +21,7 @@ set -euo pipefail
 SERVERS=${BENCH_SERVERS:-nchan push nchan-redis push-redis}
 TRANSPORTS=${BENCH_TRANSPORTS:-ws sse}
 SCENARIOS=${BENCH_SCENARIOS:-idle10k idle19k bcast1k bcast10k personal}
-DURATION=${BENCH_DURATION:-5}
+DURATION=${BENCH_DURATION:-4}
 DOC=${BENCH_DOC:-$BENCH_ROOT/docs/benchmarks.md}
 mkdir -p "$BENCH_RUN"
 STAMP=$(date +%Y%m%d-%H%M%S)
