@@ -367,15 +367,16 @@ async fn a_quiet_channel_cursor_resumes_on_another_node() {
 async fn expired_history_is_trimmed_and_the_gap_reported() {
     let redis = Redis::start(&[]).await;
     let url = redis.url();
-    let a = node(&["--redis-url", &url, "--history-ttl", "1s"]).await;
+    let a = node(&["--redis-url", &url, "--history-ttl", "2s"]).await;
     let old0 = publish(&a, "aging", "0").await;
     let old1 = publish(&a, "aging", "1").await;
-    // History ages on Redis' clock. 600 ms later `mid` keeps the stream
-    // alive; 600 ms after that old0 and old1 have expired and mid has not,
-    // so the next publish trims the two inside a live stream.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // History ages on Redis' clock. 1.2 s later `mid` keeps the stream
+    // alive; 1.2 s after that old0 and old1 have expired and mid has not,
+    // so the next publish trims the two inside a live stream (0.8 s of
+    // margin each way for a slow machine).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let mid = publish(&a, "aging", "2").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let new = publish(&a, "aging", "3").await;
     assert_eq!(
         crate::procs::cli(redis.port, &["XLEN", "push:{aging}:h"])
