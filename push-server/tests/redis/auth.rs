@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::{client, ws_subscribed, TestServer};
-use crate::nodes::{node, try_publish, wait_ready, ws_messages};
+use crate::nodes::{failed_publish, node, try_publish, wait_ready, ws_messages};
 use crate::procs::{cli, until, Redis, SentinelSet};
 
 const PASS: &str = "s3cret";
@@ -18,27 +16,6 @@ async fn require_pass(redis: &Redis) {
         cli(redis.port, &["CONFIG", "SET", "requirepass", PASS]).await,
         "OK"
     );
-}
-
-/// The status, code and message of a publish that must fail.
-async fn failed_publish(s: &TestServer) -> (u16, String, String) {
-    let resp = client()
-        .post(s.http("/api/v1/channels/pw/messages"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .expect("publish request");
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.expect("json");
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or_default().to_string(),
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 async fn assert_pubsub_across(a: &TestServer, b: &TestServer, channel: &str) {
@@ -74,7 +51,7 @@ async fn password_in_url() {
     let none = redis.url();
     for (url, want) in [(&wrong, "AuthenticationFailed"), (&none, "NOAUTH")] {
         let s = crate::common::start(&["--redis-url", url]).await;
-        let (status, code, message) = failed_publish(&s).await;
+        let (status, code, message) = failed_publish(&s, "pw").await;
         assert_eq!(
             (status, code.as_str()),
             (503, "broker_unavailable"),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::common::{publish, ws_subscribed};
-use crate::nodes::{node, ws_messages};
+use crate::nodes::{history_ids, node, ws_messages};
 use crate::procs::{cli, Cluster};
 
 #[tokio::test]
@@ -43,19 +43,6 @@ async fn channels_on_every_shard() {
         );
     }
     // History reads route to the right shard too.
-    let hist: serde_json::Value = crate::common::client()
-        .get(a.http("/api/v1/channels/shard7/messages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = hist["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = history_ids(&a, "shard7/messages").await;
     assert_eq!(ids, sent["shard7"]);
 }

@@ -63,6 +63,59 @@ pub async fn try_publish(
     }
 }
 
+/// The ids of a history page, `/api/v1/channels/<path_and_query>`.
+pub async fn history_ids(s: &TestServer, path_and_query: &str) -> Vec<String> {
+    let page: Value = client()
+        .get(s.http(&format!("/api/v1/channels/{path_and_query}")))
+        .send()
+        .await
+        .expect("history request")
+        .json()
+        .await
+        .expect("history json");
+    page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// A new WebSocket subscribed to `channel` from `since`: the connection
+/// and its `subscribed` frame (which says whether the gap was `recovered`).
+pub async fn subscribe_since(s: &TestServer, channel: &str, since: &str) -> (Ws, Value) {
+    let mut ws = crate::common::ws_connect(s, "").await;
+    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
+    crate::common::ws_send(
+        &mut ws,
+        serde_json::json!({"type": "subscribe", "channel": channel, "since": since}),
+    )
+    .await;
+    let f = ws_next(&mut ws).await;
+    (ws, f)
+}
+
+/// The status, code and message of a publish that must fail.
+pub async fn failed_publish(s: &TestServer, channel: &str) -> (u16, String, String) {
+    let resp = client()
+        .post(s.http(&format!("/api/v1/channels/{channel}/messages")))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("publish request");
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.expect("json");
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or_default().to_string(),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
 /// Reads `n` message frames of one WS connection; returns (channel, id, data).
 pub async fn ws_messages(ws: &mut Ws, n: usize) -> Vec<(String, String, Value)> {
     let mut out = Vec::with_capacity(n);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::{id_pair, metric, publish, sse_connect, ws_next, ws_subscribed, WAIT};
-use crate::nodes::{node, try_publish, wait_ready, ws_messages};
+use crate::nodes::{history_ids, node, subscribe_since, try_publish, wait_ready, ws_messages};
 use crate::procs::Redis;
 
 #[tokio::test]
@@ -41,34 +41,11 @@ async fn two_nodes_see_the_same_ids_in_the_same_order() {
     }
 
     // History is shared: resume on B from the 10th id.
-    let hist: serde_json::Value = crate::common::client()
-        .get(b.http(&format!(
-            "/api/v1/channels/news/messages?since={}&limit=5",
-            ids[9]
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hist_ids: Vec<&str> = hist["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let hist_ids = history_ids(&b, &format!("news/messages?since={}&limit=5", ids[9])).await;
     assert_eq!(hist_ids, ids[10..15]);
 
     // A WS resume on A from there gets the rest without a gap.
-    let mut ws = crate::common::ws_connect(&a, "").await;
-    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
-    crate::common::ws_send(
-        &mut ws,
-        json!({"type": "subscribe", "channel": "news", "since": ids[29]}),
-    )
-    .await;
-    let f = ws_next(&mut ws).await;
+    let (mut ws, f) = subscribe_since(&a, "news", &ids[29]).await;
     assert_eq!(
         (f["type"].as_str(), f["recovered"].as_bool()),
         (Some("subscribed"), Some(true)),
@@ -110,14 +87,7 @@ async fn history_is_capped_and_gaps_are_reported() {
     // Resuming from ids[1] loses nothing (ids[1] itself was trimmed, the
     // rest is retained); from ids[0] it would lose ids[1].
     for (since, recovered) in [(&ids[1], true), (&ids[0], false)] {
-        let mut ws = crate::common::ws_connect(&a, "").await;
-        assert_eq!(ws_next(&mut ws).await["type"], "welcome");
-        crate::common::ws_send(
-            &mut ws,
-            json!({"type": "subscribe", "channel": "capped", "since": since}),
-        )
-        .await;
-        let f = ws_next(&mut ws).await;
+        let (_ws, f) = subscribe_since(&a, "capped", since).await;
         assert_eq!(
             f["recovered"].as_bool(),
             Some(recovered),
@@ -328,14 +298,7 @@ async fn restart_without_persistence_reports_the_gap() {
     }
     // Resuming says so too.
     wait_ready(&a, true).await;
-    let mut ws = crate::common::ws_connect(&a, "").await;
-    assert_eq!(ws_next(&mut ws).await["type"], "welcome");
-    crate::common::ws_send(
-        &mut ws,
-        json!({"type": "subscribe", "channel": "volatile", "since": id}),
-    )
-    .await;
-    let f = ws_next(&mut ws).await;
+    let (_ws, f) = subscribe_since(&a, "volatile", &id).await;
     assert_eq!(f["recovered"].as_bool(), Some(false), "{f}");
 }
 
@@ -386,14 +349,7 @@ async fn expired_history_is_trimmed_and_the_gap_reported() {
         "the publish trimmed what expired"
     );
     for (since, recovered) in [(&old1, true), (&old0, false)] {
-        let mut ws = crate::common::ws_connect(&a, "").await;
-        assert_eq!(ws_next(&mut ws).await["type"], "welcome");
-        crate::common::ws_send(
-            &mut ws,
-            json!({"type": "subscribe", "channel": "aging", "since": since}),
-        )
-        .await;
-        let f = ws_next(&mut ws).await;
+        let (mut ws, f) = subscribe_since(&a, "aging", since).await;
         assert_eq!(
             f["recovered"].as_bool(),
             Some(recovered),

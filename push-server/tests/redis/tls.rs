@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use push_server::{Config, Server};
-use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::common::{client, start, ws_subscribed, TestServer, WAIT};
-use crate::nodes::{node, try_publish, ws_messages};
+use crate::common::{client, start, ws_subscribed, WAIT};
+use crate::nodes::{failed_publish, node, try_publish, ws_messages};
 use crate::procs::{free_port, until};
 
 /// A temporary directory removed when dropped.
@@ -191,27 +190,6 @@ async fn two_nodes_over_tls_share_ids() {
     assert_eq!(got[2].2["n"], 2);
 }
 
-/// The status, code and message of a publish that must fail.
-async fn failed_publish(s: &TestServer) -> (u16, String, String) {
-    let resp = client()
-        .post(s.http("/api/v1/channels/tls/messages"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .expect("publish request");
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.expect("json");
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or_default().to_string(),
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
-
 /// An untrusted server certificate is an outage, as an unreachable Redis
 /// is: the node starts, `/readyz` stays 503, publishes get 503
 /// `broker_unavailable` naming the certificate problem.
@@ -227,7 +205,7 @@ async fn untrusted_certificate_is_an_outage() {
         vec!["--redis-url", &url, "--redis-ca-file", &other],
     ] {
         let s = start(&args).await;
-        let (status, code, message) = failed_publish(&s).await;
+        let (status, code, message) = failed_publish(&s, "tls").await;
         assert_eq!(
             (status, code.as_str()),
             (503, "broker_unavailable"),
