@@ -158,11 +158,11 @@ pub fn history_key(channel: &str) -> String {
     format!("push:{{{channel}}}:h")
 }
 
-/// The epoch key on a channel's slot: the Redis time at which the slot's
-/// data began. It has no ttl, so data lost with Redis loses it too, and the
+/// The epoch key on the slot of `key` (a channel's history key): the Redis
+/// time at which the slot's data began. It has no ttl, so data lost with Redis loses it too, and the
 /// next stream created on the slot vouches for nothing older. One key per
 /// slot (at most 16384), found through a table of hash tags by slot.
-pub fn epoch_key(channel: &str) -> String {
+pub fn epoch_key(key: &str) -> String {
     static TAGS: OnceLock<Box<[u32]>> = OnceLock::new();
     let tags = TAGS.get_or_init(|| {
         let mut tags = vec![u32::MAX; 16384];
@@ -178,7 +178,7 @@ pub fn epoch_key(channel: &str) -> String {
         }
         tags.into_boxed_slice()
     });
-    let tag = tags[usize::from(slot(&history_key(channel)))];
+    let tag = tags[usize::from(slot(key))];
     format!("push:epoch:{{{tag}}}")
 }
 
@@ -320,7 +320,7 @@ impl Shared {
 
     async fn publish(&self, channel: Channel, data: Bytes) -> Result<MessageId, BrokerError> {
         let key = history_key(&channel);
-        let epoch = epoch_key(&channel);
+        let epoch = epoch_key(&key);
         let publish_cmd = if self.commands.target().is_cluster() {
             "SPUBLISH"
         } else {
@@ -367,12 +367,13 @@ impl Shared {
         publish_cmd: &'static str,
         replicas: u32,
     ) -> Result<String, BrokerError> {
+        let key = history_key(channel);
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
             .arg(PUBLISH_LUA)
             .arg(2)
-            .arg(history_key(channel))
-            .arg(epoch_key(channel))
+            .arg(&key)
+            .arg(epoch_key(&key))
             .arg(pubsub_channel(channel))
             .arg(data)
             .arg(self.maxlen())
@@ -381,7 +382,7 @@ impl Shared {
             .cmd("WAIT")
             .arg(replicas)
             .arg(conn::RESPONSE_TIMEOUT.as_millis() as u64 / 2);
-        let route = slot(&history_key(channel));
+        let route = slot(&key);
         let (id, acked): (String, u32) = self
             .commands
             .run(move |c| {
@@ -425,7 +426,7 @@ impl Shared {
         limit: usize,
     ) -> Result<History, BrokerError> {
         let key = history_key(channel);
-        let epoch = epoch_key(channel);
+        let epoch = epoch_key(&key);
         let since_arg = since.map(|s| s.to_string()).unwrap_or_default();
         // More than the retained count cannot exist.
         let count = limit.min(self.maxlen());
@@ -539,7 +540,8 @@ mod tests {
     #[test]
     fn every_channel_has_an_epoch_key_on_its_slot() {
         for ch in ["news", "a", "user:42", "x{y}z", ""] {
-            assert_eq!(slot(&epoch_key(ch)), slot(&history_key(ch)), "{ch}");
+            let key = history_key(ch);
+            assert_eq!(slot(&epoch_key(&key)), slot(&key), "{ch}");
         }
     }
 
