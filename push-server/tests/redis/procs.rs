@@ -221,6 +221,29 @@ impl SentinelSet {
         }
     }
 
+    /// Kills the master and waits until the first Sentinel names another.
+    pub async fn kill_master_and_await_promotion(&mut self) {
+        let old = self.master.port.to_string();
+        self.master.kill().await;
+        let sentinel = self.sentinels[0].port;
+        until(
+            "sentinel promotes the replica",
+            Duration::from_secs(30),
+            || {
+                let old = old.clone();
+                async move {
+                    let addr = cli(
+                        sentinel,
+                        &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+                    )
+                    .await;
+                    !addr.is_empty() && !addr.contains(&old)
+                }
+            },
+        )
+        .await;
+    }
+
     pub fn sentinel_addrs(&self) -> String {
         self.sentinels
             .iter()

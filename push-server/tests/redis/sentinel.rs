@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{id_pair, publish, ws_next, ws_subscribed, TestServer};
 use crate::nodes::{node, try_publish};
-use crate::procs::{cli, until, SentinelSet};
+use crate::procs::{until, SentinelSet};
 
 async fn sentinel_node(set: &SentinelSet, extra: &[&str]) -> TestServer {
     let addrs = set.sentinel_addrs();
@@ -63,22 +63,7 @@ async fn failover_while_publishing() {
     for _ in 0..10 {
         assert_eq!(ws_next(&mut ws).await["type"], "message");
     }
-    let old_master = set.master.port;
-    set.master.kill().await;
-    let sentinel = set.sentinels[0].port;
-    until(
-        "sentinel promotes the replica",
-        Duration::from_secs(30),
-        || async move {
-            let addr = cli(
-                sentinel,
-                &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-            )
-            .await;
-            !addr.contains(&old_master.to_string()) && !addr.is_empty()
-        },
-    )
-    .await;
+    set.kill_master_and_await_promotion().await;
     // Service resumes on the new master.
     let resumed = Instant::now();
     until(

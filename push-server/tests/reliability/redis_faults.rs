@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message as WsMsg;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
-use crate::redisprocs::{cli, until, Redis, SentinelSet};
+use crate::redisprocs::{Redis, SentinelSet};
 
 type Id = (u64, u64);
 
@@ -626,23 +626,8 @@ async fn redis_sentinel_master_killed_during_publishing() {
     let (published, task) = publisher(&b, "f", stop.clone());
     wait_all(&subs, "20 messages each", |s| s.count() >= 20).await;
 
-    let old = set.master.port;
     let killed = Instant::now();
-    set.master.kill().await;
-    let sentinel = set.sentinels[0].port;
-    until(
-        "sentinel promotes the replica",
-        Duration::from_secs(30),
-        || async move {
-            let addr = cli(
-                sentinel,
-                &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-            )
-            .await;
-            !addr.is_empty() && !addr.contains(&old.to_string())
-        },
-    )
-    .await;
+    set.kill_master_and_await_promotion().await;
     let promoted = killed.elapsed();
     wait_ready(&a, true, WAIT).await;
     wait_ready(&b, true, WAIT).await;
