@@ -317,16 +317,21 @@ pub async fn publish(s: &TestServer, channel: &str, body: &str) -> String {
     v["id"].as_str().expect("id").to_string()
 }
 
-/// Reads one metric sample, e.g. `push_connections{transport="ws"}`.
-pub async fn metric(s: &TestServer, name: &str) -> f64 {
-    let text = client()
+/// The `/metrics` page.
+pub async fn metrics_text(s: &TestServer) -> String {
+    client()
         .get(s.http("/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
+
+/// Reads one metric sample, e.g. `push_connections{transport="ws"}`.
+pub async fn metric(s: &TestServer, name: &str) -> f64 {
+    let text = metrics_text(s).await;
     metric_in(&text, name).unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
 }
 

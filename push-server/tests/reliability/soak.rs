@@ -31,14 +31,7 @@ struct Sample {
 }
 
 async fn sample(s: &TestServer, pid: u32, start: Instant) -> Sample {
-    let text = client()
-        .get(s.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(s).await;
     let m = |n: &str| metric_in(&text, n).unwrap_or(f64::NAN);
     Sample {
         at: start.elapsed().as_secs_f64(),
