@@ -7,25 +7,11 @@ SHELL := /bin/bash
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-TEST_TARGETS := lint test-server
+# `make test`, in this order. Each area brings its targets in its own
+# fragment under mk/ (operator, Redis, charts, browser, reliability, bench).
+TEST_TARGETS := lint test-server test-operator test-charts test-browser test-reliability test-bench
 
-# Each area of the project brings its own targets (operator, bench, charts…).
--include $(sort $(wildcard mk/*.mk))
-ifneq ($(wildcard mk/operator.mk),)
-TEST_TARGETS += test-operator
-endif
-ifneq ($(wildcard mk/charts.mk),)
-TEST_TARGETS += test-charts
-endif
-ifneq ($(wildcard mk/browser.mk),)
-TEST_TARGETS += test-browser
-endif
-ifneq ($(wildcard mk/reliability.mk),)
-TEST_TARGETS += test-reliability
-endif
-ifneq ($(wildcard mk/bench.mk),)
-TEST_TARGETS += test-bench
-endif
+include mk/operator.mk mk/redis.mk mk/charts.mk mk/browser.mk mk/reliability.mk mk/bench.mk
 
 .PHONY: all build run test test-server test-release lint fmt release
 all: build
