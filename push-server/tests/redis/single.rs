@@ -365,3 +365,44 @@ async fn expired_history_is_trimmed_and_the_gap_reported() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_slot_epoch_ahead_of_the_clock_still_publishes() {
+    // The epoch key is written from Redis' clock; after the clock steps back
+    // it is ahead of the ids of a new stream. Publishing must go on, and the
+    // new stream vouches for nothing before its first message.
+    let redis = Redis::start(&[]).await;
+    let a = node(&["--redis-url", &redis.url()]).await;
+    let before = publish(&a, "ahead", "0").await;
+    let cli = crate::procs::cli;
+    let epochs = cli(redis.port, &["KEYS", "push:epoch:*"]).await;
+    let epoch = epochs.trim();
+    assert!(
+        !epoch.is_empty() && !epoch.contains('\n'),
+        "one epoch key: {epochs:?}"
+    );
+    let (ms, _) = id_pair(&before);
+    let future = (ms + 3_600_000).to_string();
+    assert_eq!(cli(redis.port, &["SET", epoch, &future]).await.trim(), "OK");
+    // The stream is gone (as after its ttl): the next publish starts a new one.
+    assert_eq!(
+        cli(redis.port, &["DEL", "push:{ahead}:h"]).await.trim(),
+        "1"
+    );
+
+    let first = publish(&a, "ahead", "1").await;
+    let second = publish(&a, "ahead", "2").await;
+    // Resuming from the new stream's first id misses nothing; from before
+    // it, the client is told it may have.
+    for (since, recovered) in [(&first, true), (&before, false)] {
+        let (mut ws, f) = subscribe_since(&a, "ahead", since).await;
+        assert_eq!(
+            f["recovered"].as_bool(),
+            Some(recovered),
+            "since {since}: {f}"
+        );
+        if recovered {
+            assert_eq!(ws_next(&mut ws).await["id"], second.as_str());
+        }
+    }
+}

@@ -312,8 +312,10 @@ pub async fn publish(s: &TestServer, channel: &str, body: &str) -> String {
         .send()
         .await
         .expect("publish request");
-    assert_eq!(resp.status(), 200, "publish failed");
-    let v: Value = resp.json().await.expect("publish json");
+    let status = resp.status();
+    let text = resp.text().await.expect("publish answer");
+    assert_eq!(status, 200, "publish failed: {text}");
+    let v: Value = serde_json::from_str(&text).expect("publish json");
     v["id"].as_str().expect("id").to_string()
 }
 

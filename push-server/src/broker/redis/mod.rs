@@ -76,13 +76,12 @@ if maxlen > 0 then
     redis.call('XTRIM', key, 'MAXLEN', maxlen - 1)
   end
 end
-local id = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'd', ARGV[2])
-if maxlen == 0 then
-  dropped = id
-elseif fresh then
+local floor = nil
+if fresh then
   -- A new stream vouches only for ids after its floor: an earlier stream
   -- expired a ttl after its last message, and data lost with Redis (a
-  -- restart without persistence) also lost the epoch key.
+  -- restart without persistence) also lost the epoch key. Read before the
+  -- XADD, whose id is then not older than `now`.
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local epoch = tonumber(redis.call('GET', KEYS[2]))
@@ -90,7 +89,20 @@ elseif fresh then
     epoch = now
     redis.call('SET', KEYS[2], now)
   end
-  dropped = math.max(now - ttl, epoch) .. '-0'
+  floor = math.max(now - ttl, epoch)
+end
+local id = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'd', ARGV[2])
+if maxlen == 0 then
+  dropped = id
+elseif floor then
+  -- XSETID refuses a deleted id above the stream's last one: an epoch
+  -- ahead of the clock (stepped back) vouches for nothing before this id.
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  if floor >= ms then
+    dropped = id
+  else
+    dropped = floor .. '-0'
+  end
 end
 if dropped then
   redis.call('XSETID', key, id, 'MAXDELETEDID', dropped)
