@@ -134,6 +134,12 @@ pub struct Config {
     #[arg(long, env = "PUSH_MAX_CONNECTION_LIFETIME", default_value = "off", value_parser = parse_opt_duration)]
     pub max_connection_lifetime: OptDuration,
 
+    /// Hold a connection's first queued message this long so that the
+    /// messages behind it go out in the same write (less CPU, more latency);
+    /// off by default
+    #[arg(long, env = "PUSH_WRITE_DELAY", default_value = "off", value_parser = parse_opt_duration)]
+    pub write_delay: OptDuration,
+
     /// Most WebSocket + SSE connections from one client IP (0: no limit; then 429)
     #[arg(long, env = "PUSH_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
@@ -258,6 +264,13 @@ impl Config {
         }
         if self.ack_window == 0 {
             return invalid("ack_window", "must be at least 1");
+        }
+        if self
+            .write_delay
+            .0
+            .is_some_and(|d| d > Duration::from_secs(1))
+        {
+            return invalid("write_delay", "must be at most 1s");
         }
         Ok(())
     }
@@ -422,5 +435,11 @@ mod tests {
                 .is_err()
         );
         assert!(Config::load_from(["push-server", "--max-connections", "lots"]).is_err());
+        let err = Config::load_from(["push-server", "--write-delay", "2s"]).unwrap_err();
+        assert!(err.to_string().contains("write_delay"), "{err}");
+        let ok = Config::load_from(["push-server", "--write-delay", "10ms"]).unwrap();
+        assert_eq!(ok.write_delay, OptDuration(Some(Duration::from_millis(10))));
+        let off = Config::load_from(["push-server"]).unwrap();
+        assert_eq!(off.write_delay, OptDuration(None));
     }
 }

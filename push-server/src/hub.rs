@@ -15,11 +15,14 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::task::AtomicWaker;
 use slab::Slab;
 use tokio::sync::Notify;
 
@@ -63,13 +66,16 @@ pub struct ConnShared {
     queue: Mutex<VecDeque<Arc<Message>>>,
     /// Bound of `queue`.
     capacity: usize,
-    /// Wakes the connection task when a message is queued.
-    queued: Notify,
+    /// The connection task waiting in [`Receiver::recv`]: woken when the
+    /// queue stops being empty or the connection is kicked. An atomic waker,
+    /// not a `Notify`: no lock and no waiter list per delivery.
+    waker: AtomicWaker,
     /// Set when the connection's receiver is gone: pushes are dropped.
     closed: AtomicBool,
     /// Non-zero once kicked; the first reason wins.
     kick: AtomicU8,
-    /// Wakes the connection task when kicked.
+    /// Wakes waiters of [`ConnShared::kicked`] (a write stuck behind a full
+    /// socket); the main loop learns of kicks from [`Receiver::recv`].
     kicked: Notify,
     /// The token's `sub`, shown by presence.
     pub user: Option<Arc<str>>,
@@ -88,19 +94,36 @@ pub struct Receiver {
     shared: Arc<ConnShared>,
 }
 
+/// Most messages a connection writes in one batch (one socket write).
+pub const WRITE_BATCH: usize = 64;
+
+/// What wakes a connection's main loop.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Messages are queued: take them with [`Receiver::try_recv`].
+    Queued,
+    /// The connection was kicked: tell the client and close.
+    Kicked(Kick),
+}
+
 impl Receiver {
-    /// The next queued message (never `None`: the queue outlives the
-    /// receiver; the `Option` keeps `select!` patterns simple).
-    pub async fn recv(&mut self) -> Option<Arc<Message>> {
-        loop {
-            let notified = self.shared.queued.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(m) = self.try_recv() {
-                return Some(m);
+    /// Resolves once at least `at_least` messages are queued (1, or
+    /// [`WRITE_BATCH`] while a write delay runs), or once the connection was
+    /// kicked (checked first: a slow consumer's queue is full by definition).
+    pub fn recv(&self, at_least: usize) -> impl Future<Output = Inbound> + '_ {
+        std::future::poll_fn(move |cx| {
+            let shared = &*self.shared;
+            // Registered before checking, so a push in between wakes us.
+            shared.waker.register(cx.waker());
+            if let Some(kick) = shared.kick_reason() {
+                return Poll::Ready(Inbound::Kicked(kick));
             }
-            notified.await;
-        }
+            if lock(&shared.queue).len() >= at_least {
+                Poll::Ready(Inbound::Queued)
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// A queued message, if any.
@@ -132,7 +155,7 @@ impl ConnShared {
             id,
             queue: Mutex::new(VecDeque::new()),
             capacity: queue,
-            queued: Notify::new(),
+            waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
             kick: AtomicU8::new(0),
             kicked: Notify::new(),
@@ -145,14 +168,20 @@ impl ConnShared {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
-        {
+        let wake = {
             let mut q = lock(&self.queue);
             if q.len() >= self.capacity {
                 return Err(PushError::Full);
             }
             q.push_back(msg);
+            q.len() == 1 || q.len() == WRITE_BATCH
+        };
+        // The task drains the queue once woken; waking it for every message
+        // of a burst would only cost. A full batch wakes it too, in case it
+        // waits out a write delay.
+        if wake {
+            self.waker.wake();
         }
-        self.queued.notify_one();
         Ok(())
     }
 
@@ -164,7 +193,17 @@ impl ConnShared {
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            self.waker.wake();
             self.kicked.notify_waiters();
+        }
+    }
+
+    /// Why the connection was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<Kick> {
+        match self.kick.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(Kick::SlowConsumer),
+            _ => Some(Kick::BrokerGap),
         }
     }
 
@@ -176,10 +215,8 @@ impl ConnShared {
             tokio::pin!(notified);
             // Registered before the check, so a kick in between is not missed.
             notified.as_mut().enable();
-            match self.kick.load(Ordering::Acquire) {
-                0 => {}
-                1 => return Kick::SlowConsumer,
-                _ => return Kick::BrokerGap,
+            if let Some(kick) = self.kick_reason() {
+                return kick;
             }
             notified.await;
         }

@@ -10,8 +10,7 @@ pub mod ws;
 use crate::error::ApiError;
 use crate::message::{validate_channel, Channel};
 
-/// Most messages written in one batch (one socket write) per connection.
-pub const WRITE_BATCH: usize = 64;
+pub use crate::hub::WRITE_BATCH;
 
 /// Parses `channels=a,b` (empty entries ignored, duplicates removed, order
 /// kept) and checks names and count.

@@ -18,14 +18,14 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
-use futures_util::Future;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::{Future, FutureExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{cursor, parse_channels, WRITE_BATCH};
 use crate::auth::bearer;
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Receiver, Session, SubscribeError};
+use crate::hub::{ConnShared, Inbound, Receiver, Session, SubscribeError};
 use crate::message::{Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{App, ConnPermit, HEADER_READ_TIMEOUT};
@@ -154,6 +154,7 @@ async fn open(
         shared,
         permit,
         done: false,
+        flush_at: None,
     };
     let delivered = sse.encode(&backlog, &mut first);
     if delivered == 0 {
@@ -250,33 +251,31 @@ pub async fn serve_raw(app: Arc<App>, mut tcp: TcpStream, peer: SocketAddr) {
             let _ = tokio::time::timeout(Duration::from_secs(1), write.write_all(&chunk)).await;
             break;
         }
-        let shared = sse.shared.clone();
-        let written = tokio::select! {
-            // The write first: when it completes at once (the usual case), the
-            // kick waiter is never registered.
-            biased;
-            r = tokio::time::timeout(write_timeout, write.write_all(&chunk)) => matches!(r, Ok(Ok(()))),
-            // A write stuck behind a full socket must not outlive a kick.
-            _ = shared.kicked() => false,
-        };
-        if !written {
+        if !write_within(&mut write, &chunk, write_timeout, &sse.shared).await {
             break;
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.shutdown()).await;
 }
 
-async fn write_within(
-    tcp: &mut TcpStream,
+/// Writes `bytes` within `limit`, unless the connection is kicked meanwhile
+/// (a write stuck behind a full socket must not outlive a kick).
+async fn write_within<W: AsyncWrite + Unpin>(
+    tcp: &mut W,
     bytes: &[u8],
     limit: Duration,
     shared: &ConnShared,
 ) -> bool {
+    let write = tcp.write_all(bytes);
+    tokio::pin!(write);
+    // Usually the socket takes it at once: then no timer is armed and no
+    // kick waiter registered.
+    if let Some(r) = write.as_mut().now_or_never() {
+        return r.is_ok();
+    }
     tokio::select! {
-        // The write first: when it completes at once (the usual case), the
-        // kick waiter is never registered.
         biased;
-        r = tokio::time::timeout(limit, tcp.write_all(bytes)) => matches!(r, Ok(Ok(()))),
+        r = tokio::time::timeout(limit, write) => matches!(r, Ok(Ok(()))),
         _ = shared.kicked() => false,
     }
 }
@@ -414,6 +413,8 @@ struct Sse {
     expires: Option<Instant>,
     /// A final control event was written: end the stream.
     done: bool,
+    /// With a write delay: when the queued messages are written.
+    flush_at: Option<Instant>,
 }
 
 /// Timers and signals the stream waits on, created on first poll.
@@ -467,6 +468,24 @@ impl Sse {
         ))
     }
 
+    /// The queued messages (at most [`WRITE_BATCH`]) as one chunk of events.
+    fn take_batch(&mut self) -> Option<Bytes> {
+        let mut batch = Vec::with_capacity(8);
+        while batch.len() < WRITE_BATCH {
+            match self.rx.try_recv() {
+                Some(m) if self.session.accept(&m) => batch.push(m),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let first = batch.first()?;
+        let mut out = Vec::with_capacity(batch.len() * (first.sse_event().len() + 40));
+        self.encode(&batch, &mut out);
+        // Counted when handed to the writer, which writes it next.
+        self.count(&batch);
+        Some(Bytes::from(out))
+    }
+
     /// The next bytes to write, or `None` to end the stream.
     async fn next_chunk(&mut self, timers: &mut Timers) -> Option<Bytes> {
         if self.done {
@@ -476,31 +495,29 @@ impl Sse {
         loop {
             let lifetime = timers.lifetime;
             let expires = self.expires;
-            let shared = self.shared.clone();
+            let flush_at = self.flush_at;
+            // While a write delay runs, only a full batch is worth waking for.
+            let at_least = if flush_at.is_some() { WRITE_BATCH } else { 1 };
             tokio::select! {
                 biased;
-                kick = shared.kicked() => return Some(self.control(kick.reason())),
-                msg = self.rx.recv() => {
-                    let first = msg?;
-                    let mut batch = Vec::with_capacity(8);
-                    if self.session.accept(&first) {
-                        batch.push(first);
+                inbound = self.rx.recv(at_least) => {
+                    if let Inbound::Kicked(kick) = inbound {
+                        return Some(self.control(kick.reason()));
                     }
-                    while batch.len() < WRITE_BATCH {
-                        match self.rx.try_recv() {
-                            Some(m) if self.session.accept(&m) => batch.push(m),
-                            Some(_) => {}
-                            None => break,
-                        }
-                    }
-                    if batch.is_empty() {
+                    if let (Some(delay), None) = (self.app.config.write_delay.0, flush_at) {
+                        self.flush_at = Some(Instant::now() + delay);
                         continue;
                     }
-                    let mut out = Vec::with_capacity(batch.len() * (batch[0].sse_event().len() + 40));
-                    self.encode(&batch, &mut out);
-                    // Counted when handed to hyper, which writes it next.
-                    self.count(&batch);
-                    return Some(Bytes::from(out));
+                    self.flush_at = None;
+                    if let Some(chunk) = self.take_batch() {
+                        return Some(chunk);
+                    }
+                }
+                () = sleep_until_opt(flush_at) => {
+                    self.flush_at = None;
+                    if let Some(chunk) = self.take_batch() {
+                        return Some(chunk);
+                    }
                 }
                 () = &mut timers.drain => return Some(self.control("draining")),
                 () = sleep_until_opt(lifetime) => return Some(self.control("max_lifetime")),

@@ -16,7 +16,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -26,7 +26,7 @@ use super::{parse_channels, WRITE_BATCH};
 use crate::api::too_large;
 use crate::auth::{bearer, Principal};
 use crate::error::ApiError;
-use crate::hub::{ConnShared, Kick, Receiver, Session, SubscribeError};
+use crate::hub::{ConnShared, Inbound, Kick, Receiver, Session, SubscribeError};
 use crate::message::{check_depth, compact_json, validate_channel, Channel, Message, MessageId};
 use crate::metrics::Transport;
 use crate::server::{origin_allowed, App, ConnPermit};
@@ -196,7 +196,7 @@ fn run(
         last_seen: Instant::now(),
     };
     async move {
-        let end = conn.serve(shared, rx, channels).await;
+        let end = conn.serve(shared.id, rx, channels).await;
         if let End::Close(code, reason) = end {
             Box::pin(conn.close(code, reason)).await;
         }
@@ -206,16 +206,11 @@ fn run(
 }
 
 impl Conn {
-    async fn serve(
-        &mut self,
-        shared: Arc<ConnShared>,
-        mut rx: Receiver,
-        channels: Vec<Channel>,
-    ) -> End {
+    async fn serve(&mut self, id: u64, rx: Receiver, channels: Vec<Channel>) -> End {
         // Boxed, like every rare path below: a future is as large as its
         // largest state, and the resting state (the select) is what each
         // idle connection holds.
-        if let Err(end) = Box::pin(self.start(shared.id, channels)).await {
+        if let Err(end) = Box::pin(self.start(id, channels)).await {
             return end;
         }
 
@@ -223,13 +218,22 @@ impl Conn {
         let idle = self.app.config.idle_timeout;
         let mut next_ping = Instant::now() + heartbeat;
         let lifetime = self.app.lifetime_deadline();
-        // One timer for everything: the drain only sets a deadline.
+        // The drain only sets a deadline.
         let drain_token = self.app.drain_token();
         let drain = drain_token.cancelled();
         tokio::pin!(drain);
         let mut drain_at: Option<Instant> = None;
-        let kicked = shared.kicked();
-        tokio::pin!(kicked);
+        // One timer for everything, kept across iterations: moving its
+        // deadline later is a store, recreating it would touch the timer
+        // wheel twice per delivery.
+        let sleep = tokio::time::sleep_until(next_ping.into());
+        tokio::pin!(sleep);
+        // Messages win over client frames (a batch is written before the
+        // socket is polled), but never more than this many times in a row.
+        let mut streak = 0u8;
+        // With a write delay: when the queued messages are written.
+        let write_delay = self.app.config.write_delay.0;
+        let mut flush_at: Option<Instant> = None;
 
         loop {
             let idle_at = self.last_seen + idle;
@@ -240,47 +244,63 @@ impl Conn {
                 drain_at,
                 self.expires,
                 self.acks.next_due(),
+                flush_at,
             ]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(idle_at);
+            if sleep.deadline() != wake.into() {
+                sleep.as_mut().reset(wake.into());
+            }
+            // While a write delay runs, only a full batch is worth waking for.
+            let at_least = if flush_at.is_some() { WRITE_BATCH } else { 1 };
             tokio::select! {
                 biased;
-                kick = &mut kicked => {
-                    Box::pin(self.reconnect(kick.reason())).await;
-                    return End::Close(1013, kick.reason());
-                }
-                frame = self.socket.recv() => {
-                    let Some(Ok(frame)) = frame else { return End::Gone };
-                    self.last_seen = Instant::now();
-                    match frame {
-                        WsMessage::Text(text) => {
-                            // Boxed: the frame handling future is large and rare; the
-                            // connection's resting state stays small without it.
-                            if let Err(end) = Box::pin(self.on_text(&text)).await {return end;
-                            }
-                        }
-                        WsMessage::Binary(_) => {
-                            if Box::pin(self.error("invalid_frame", "binary frames are not supported: send JSON text frames", None)).await.is_err() {
-                                return End::Gone;
-                            }
-                        }
-                        WsMessage::Close(_) => return End::Gone,
-                        // tungstenite answers Pings itself; both count as activity.
-                        WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                inbound = rx.recv(at_least) => match inbound {
+                    Inbound::Kicked(kick) => {
+                        Box::pin(self.reconnect(kick.reason())).await;
+                        return End::Close(1013, kick.reason());
                     }
-                }
-                Some(first) = rx.recv() => {
-                    if self.deliver(first, &mut rx).await.is_err() {
-                        return End::Gone;
+                    Inbound::Queued => {
+                        if let (Some(delay), None) = (write_delay, flush_at) {
+                            flush_at = Some(Instant::now() + delay);
+                            continue;
+                        }
+                        flush_at = None;
+                        if self.deliver(&rx).await.is_err() {
+                            return End::Gone;
+                        }
+                        streak += 1;
+                        if streak == 16 {
+                            // Under a steady backlog the queue is never
+                            // empty: read what the client sent (acks) now.
+                            streak = 0;
+                            if let Some(frame) = self.socket.recv().now_or_never() {
+                                if let Err(end) = self.on_frame(frame).await {
+                                    return end;
+                                }
+                            }
+                        }
+                    }
+                },
+                frame = self.socket.recv() => {
+                    streak = 0;
+                    if let Err(end) = self.on_frame(frame).await {
+                        return end;
                     }
                 }
                 () = &mut drain, if drain_at.is_none() => {
                     drain_at = Some(Instant::now() + self.app.drain_delay());
                 }
-                () = tokio::time::sleep_until(wake.into()) => {
+                () = &mut sleep => {
                     let now = Instant::now();
+                    if flush_at.is_some_and(|f| now >= f) {
+                        flush_at = None;
+                        if self.deliver(&rx).await.is_err() {
+                            return End::Gone;
+                        }
+                    }
                     if now >= idle_at {
                         return End::Close(1000, "idle timeout");
                     }
@@ -310,6 +330,29 @@ impl Conn {
         }
     }
 
+    /// Handles one frame from the client (`None`: the stream ended).
+    async fn on_frame(&mut self, frame: Option<Result<WsMessage, axum::Error>>) -> Result<(), End> {
+        let Some(Ok(frame)) = frame else {
+            return Err(End::Gone);
+        };
+        self.last_seen = Instant::now();
+        match frame {
+            // Boxed: the frame handling future is large and rare; the
+            // connection's resting state stays small without it.
+            WsMessage::Text(text) => Box::pin(self.on_text(&text)).await,
+            WsMessage::Binary(_) => Box::pin(self.error(
+                "invalid_frame",
+                "binary frames are not supported: send JSON text frames",
+                None,
+            ))
+            .await
+            .map_err(|()| End::Gone),
+            WsMessage::Close(_) => Err(End::Gone),
+            // tungstenite answers Pings itself; both count as activity.
+            WsMessage::Ping(_) | WsMessage::Pong(_) => Ok(()),
+        }
+    }
+
     /// `welcome`, then the URL's subscriptions.
     async fn start(&mut self, id: u64, channels: Vec<Channel>) -> Result<(), End> {
         let welcome = json!({
@@ -325,12 +368,12 @@ impl Conn {
     }
 
     /// Writes `first` and whatever else is already queued, in one flush.
-    async fn deliver(&mut self, first: Arc<Message>, rx: &mut Receiver) -> Result<(), ()> {
+    async fn deliver(&mut self, rx: &Receiver) -> Result<(), ()> {
         // Reused between batches: no allocation per write.
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
         let now = Instant::now();
-        let mut next = Some(first);
+        let mut next = rx.try_recv();
         while let Some(m) = next.take() {
             if self.session.accept(&m) {
                 match self.acks.offer(m, now) {
@@ -385,17 +428,24 @@ impl Conn {
             }
             socket.flush().await
         };
-        let shared = &self.session.shared;
-        let outcome = tokio::select! {
-            // The write first: when it completes at once (the usual case), the
-            // kick waiter is never registered.
-            biased;
-            r = tokio::time::timeout(self.write_timeout, write) => r,
-            // A write stuck behind a full socket must not outlive a kick.
-            _ = shared.kicked() => return Err(()),
+        tokio::pin!(write);
+        // Usually the socket takes the batch at once: then no timer is armed
+        // and no kick waiter registered. (Polled once with a no-op waker;
+        // the select below polls it again with the task's.)
+        let written = match write.as_mut().now_or_never() {
+            Some(r) => r.is_ok(),
+            None => {
+                let shared = &self.session.shared;
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout(self.write_timeout, write) => matches!(r, Ok(Ok(()))),
+                    // A write stuck behind a full socket must not outlive a kick.
+                    _ = shared.kicked() => false,
+                }
+            }
         };
-        match outcome {
-            Ok(Ok(())) => {
+        match written {
+            true => {
                 let metrics = &self.app.metrics;
                 metrics.ws.delivered.inc_by(batch.len() as u64);
                 let now = Instant::now();
@@ -406,7 +456,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            _ => Err(()),
+            false => Err(()),
         }
     }
 

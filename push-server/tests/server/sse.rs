@@ -201,3 +201,64 @@ async fn sse_lifetime_reconnect_event() {
     }
     assert!(sse.ended().await);
 }
+
+#[tokio::test]
+async fn write_delay_sends_queued_events_in_one_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The longest delay allowed, so that three publishes surely fit in it.
+    let s = start(&["--write-delay", "1s"]).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(b"GET /sse?channels=batched HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The head, `retry` and the id-only event are not delayed.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("head and first events")
+            .unwrap();
+        assert!(n > 0, "stream closed");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, events)) = text.split_once("\r\n\r\n") {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            if events.matches("\n\n").count() >= 2 {
+                break;
+            }
+        }
+    }
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(publish(&s, "batched", &i.to_string()).await);
+    }
+    // Held back: nothing written yet (the delay is far longer than three
+    // publishes take; without it the first is written at once).
+    assert_eq!(
+        metric(&s, "push_messages_delivered_total{transport=\"sse\"}").await,
+        0.0,
+        "written before the delay"
+    );
+    // All three come in one read: one write after the delay.
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .expect("the delayed batch")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let got: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<Value>(d).expect("JSON data")["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        got, ids,
+        "one read held the three events, in order: {text:?}"
+    );
+}

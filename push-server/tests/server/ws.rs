@@ -419,3 +419,80 @@ async fn max_connection_lifetime_asks_to_reconnect() {
     assert!(f["retry_ms"].as_u64().is_some());
     assert_eq!(ws_closed(&mut ws).await, Some(1001));
 }
+
+/// The text payloads of the complete server frames at the start of `bytes`
+/// (unmasked, unfragmented, as the server sends them).
+fn text_frames(mut bytes: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let (len, head) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            n if n < 126 => (n as usize, 2),
+            _ => break,
+        };
+        if bytes.len() < head + len {
+            break;
+        }
+        if bytes[0] == 0x81 {
+            out.push(serde_json::from_slice(&bytes[head..head + len]).expect("JSON text frame"));
+        }
+        bytes = &bytes[head + len..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn write_delay_sends_queued_messages_in_one_write() {
+    // The longest delay allowed, so that three publishes surely fit in it.
+    let s = start(&["--write-delay", "1s"]).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let req = format!(
+        "GET /ws?channels=batched HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    // Handshake, welcome and subscribed are not delayed.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let frames = loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("handshake and subscribed")
+            .unwrap();
+        assert!(n > 0, "closed during the handshake");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let frames = text_frames(&got[end + 4..]);
+            if frames.iter().any(|f| f["type"] == "subscribed") {
+                break frames;
+            }
+        }
+    };
+    assert_eq!(frames[0]["type"], "welcome");
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(publish(&s, "batched", &i.to_string()).await);
+    }
+    // Held back: nothing written yet (the delay is far longer than three
+    // publishes take; without it the first is written at once).
+    assert_eq!(
+        metric(&s, "push_messages_delivered_total{transport=\"ws\"}").await,
+        0.0,
+        "written before the delay"
+    );
+    // All three come in one read: one write after the delay.
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .expect("the delayed batch")
+        .unwrap();
+    let batch = text_frames(&buf[..n]);
+    assert_eq!(
+        batch
+            .iter()
+            .map(|m| m["id"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ids,
+        "one read held the three messages, in order: {batch:?}"
+    );
+}
