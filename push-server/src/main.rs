@@ -5,6 +5,10 @@ use push_server::config::{Config, LogFormat};
 use push_server::Server;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: see docs/benchmarks.md.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = match Config::load() {
         Ok(c) => c,
