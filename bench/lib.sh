@@ -5,6 +5,8 @@ BENCH_ROOT=${BENCH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BENCH_RUN=${BENCH_RUN:-$BENCH_ROOT/target-bench/run}
 NCHAN_PORT=${NCHAN_PORT:-18090}
 PUSH_PORT=${PUSH_PORT:-18080}
+# Write delay of the push-delay variant.
+BENCH_WRITE_DELAY=${BENCH_WRITE_DELAY:-10ms}
 REDIS_PORT=${REDIS_PORT:-16390}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -130,6 +132,9 @@ start_push() {
         start_redis || return 1
         args+=(--redis-url "redis://127.0.0.1:$REDIS_PORT")
     fi
+    # Extra server flags (the push-delay variant).
+    read -r -a extra <<<"${PUSH_EXTRA:-}"
+    args+=("${extra[@]}")
     RUST_LOG=${PUSH_LOG:-warn} "${PIN_SERVER[@]}" "$PUSH_BIN" "${args[@]}" >"$BENCH_RUN/push-$broker.log" 2>&1 &
     PUSH_PID=$!
     wait_http "http://127.0.0.1:$PUSH_PORT/healthz" || { stop_push; return 1; }
@@ -155,6 +160,8 @@ start_server() {
         nchan-redis) PORT=$NCHAN_PORT; start_nchan redis ;;
         push) PORT=$PUSH_PORT; start_push memory ;;
         push-redis) PORT=$PUSH_PORT; start_push redis ;;
+        # Push with an opt-in write delay (docs/operations.md, "Tuning").
+        push-delay) PORT=$PUSH_PORT; PUSH_EXTRA="--write-delay $BENCH_WRITE_DELAY" start_push memory ;;
         *) log "unknown server $1"; return 1 ;;
     esac
 }
@@ -162,7 +169,7 @@ start_server() {
 stop_server() {
     case $1 in
         nchan | nchan-redis) stop_nchan ;;
-        push | push-redis) stop_push ;;
+        push | push-redis | push-delay) stop_push ;;
     esac
 }
 

@@ -7,7 +7,8 @@
 # tables, commands and machine description into docs/benchmarks.md.
 #
 # Environment:
-#   BENCH_SERVERS    servers to measure (default: "nchan push nchan-redis push-redis")
+#   BENCH_SERVERS    servers to measure (default: "nchan push nchan-redis push-redis"; also
+#                    push-delay: Push with --write-delay $BENCH_WRITE_DELAY, default 10ms)
 #   BENCH_TRANSPORTS (default: "ws sse")
 #   BENCH_SCENARIOS  (default: "idle10k idle19k bcast1k bcast10k personal")
 #   BENCH_DURATION   seconds of publishing per fan-out scenario (default 4)
