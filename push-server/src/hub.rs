@@ -251,6 +251,8 @@ type Shard = Mutex<HashMap<Channel, Arc<Entry>>>;
 pub struct Registry {
     shards: Box<[Shard]>,
     metrics: Arc<Metrics>,
+    /// Bumped by every subscribe and unsubscribe ([`Sink::presence_version`]).
+    version: AtomicU64,
 }
 
 impl Registry {
@@ -258,6 +260,7 @@ impl Registry {
         Arc::new(Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             metrics,
+            version: AtomicU64::new(0),
         })
     }
 
@@ -324,6 +327,10 @@ impl Sink for Registry {
         users.dedup();
         (st.subs.len(), users)
     }
+
+    fn presence_version(&self) -> Option<u64> {
+        Some(self.version.load(Ordering::Acquire))
+    }
 }
 
 /// The hub: registry plus broker.
@@ -360,6 +367,7 @@ impl Hub {
             .clone();
         let mut st = lock(&entry.state);
         let key = st.subs.insert(conn.clone());
+        self.registry.version.fetch_add(1, Ordering::Release);
         (key, st.ready.clone())
     }
 
@@ -377,6 +385,7 @@ impl Hub {
         let mut st = lock(&entry.state);
         if st.subs.contains(key) {
             st.subs.remove(key);
+            self.registry.version.fetch_add(1, Ordering::Release);
         }
         if st.subs.is_empty() {
             shard.remove(channel);

@@ -39,6 +39,12 @@ pub trait Sink: Send + Sync + 'static {
     fn local_presence(&self, _channel: &str) -> (usize, Vec<Arc<str>>) {
         (0, Vec::new())
     }
+
+    /// A number that changes whenever a local subscription comes or goes,
+    /// so presence can skip rescanning when it did not; `None`: unknown.
+    fn presence_version(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Who is on a channel across the cluster.

@@ -55,6 +55,10 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
     // What Redis holds for this node, per channel.
     let mut written: HashMap<Channel, String> = HashMap::new();
     let mut refreshed = Instant::now();
+    // The hub's subscription version `written` was taken at: while it stays
+    // the same, no channel's numbers changed and the scan is skipped (it
+    // touches every channel of the node).
+    let mut scanned: Option<u64> = None;
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -64,13 +68,6 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let full = refreshed.elapsed() >= REFRESH;
         let node = shared.node_id.clone();
-        let mut now: HashMap<Channel, String> = HashMap::new();
-        for channel in shared.sink.channels() {
-            let (count, users) = shared.sink.local_presence(&channel);
-            if count > 0 {
-                now.insert(channel, encode(count, &users));
-            }
-        }
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(node_key(&node))
@@ -78,6 +75,25 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             .arg("PX")
             .arg(NODE_TTL.as_millis() as u64)
             .ignore();
+        // Read before the scan: a change during it is seen next time.
+        let version = shared.sink.presence_version();
+        if !full && version.is_some() && version == scanned {
+            let alive = shared.commands.run(move |mut c: Conn| {
+                async move { pipe.query_async::<()>(&mut c).await }.boxed()
+            });
+            if alive.await.is_err() {
+                written.clear();
+                scanned = None;
+            }
+            continue;
+        }
+        let mut now: HashMap<Channel, String> = HashMap::new();
+        for channel in shared.sink.channels() {
+            let (count, users) = shared.sink.local_presence(&channel);
+            if count > 0 {
+                now.insert(channel, encode(count, &users));
+            }
+        }
         let mut writes = vec![pipe];
         for (channel, value) in &now {
             if full || written.get(channel) != Some(value) {
@@ -113,12 +129,14 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
         }
         if ok {
             written = now;
+            scanned = version;
             if full {
                 refreshed = Instant::now();
             }
         } else {
             // Redis may have lost it all (restart): write everything again.
             written.clear();
+            scanned = None;
         }
     }
 }
