@@ -279,3 +279,36 @@ pub fn id_pair(id: &str) -> (u64, u64) {
     let (a, b) = id.split_once('-').expect("id form");
     (a.parse().expect("ms"), b.parse().expect("seq"))
 }
+
+/// With a long `write_delay`: publishes three messages to `batched`, checks
+/// that none was written yet (`transport`'s delivered counter is 0: the
+/// delay is far longer than three publishes take, and without it the first
+/// is written at once), then returns their ids and the bytes of the next
+/// single read of `tcp`.
+pub async fn publish_held_then_read(
+    s: &TestServer,
+    transport: &str,
+    tcp: &mut TcpStream,
+) -> (Vec<String>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(publish(s, "batched", &i.to_string()).await);
+    }
+    assert_eq!(
+        metric(
+            s,
+            &format!("push_messages_delivered_total{{transport=\"{transport}\"}}")
+        )
+        .await,
+        0.0,
+        "written before the delay"
+    );
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .expect("the delayed batch")
+        .expect("read");
+    buf.truncate(n);
+    (ids, buf)
+}

@@ -230,23 +230,9 @@ async fn write_delay_sends_queued_events_in_one_write() {
         }
     }
 
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(publish(&s, "batched", &i.to_string()).await);
-    }
-    // Held back: nothing written yet (the delay is far longer than three
-    // publishes take; without it the first is written at once).
-    assert_eq!(
-        metric(&s, "push_messages_delivered_total{transport=\"sse\"}").await,
-        0.0,
-        "written before the delay"
-    );
     // All three come in one read: one write after the delay.
-    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
-        .await
-        .expect("the delayed batch")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let (ids, read) = publish_held_then_read(&s, "sse", &mut tcp).await;
+    let text = String::from_utf8_lossy(&read);
     let got: Vec<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))

@@ -470,23 +470,9 @@ async fn write_delay_sends_queued_messages_in_one_write() {
     };
     assert_eq!(frames[0]["type"], "welcome");
 
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(publish(&s, "batched", &i.to_string()).await);
-    }
-    // Held back: nothing written yet (the delay is far longer than three
-    // publishes take; without it the first is written at once).
-    assert_eq!(
-        metric(&s, "push_messages_delivered_total{transport=\"ws\"}").await,
-        0.0,
-        "written before the delay"
-    );
     // All three come in one read: one write after the delay.
-    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
-        .await
-        .expect("the delayed batch")
-        .unwrap();
-    let batch = text_frames(&buf[..n]);
+    let (ids, read) = publish_held_then_read(&s, "ws", &mut tcp).await;
+    let batch = text_frames(&read);
     assert_eq!(
         batch
             .iter()
