@@ -66,6 +66,10 @@ pub struct ConnShared {
     queue: Mutex<VecDeque<Arc<Message>>>,
     /// Bound of `queue`.
     capacity: usize,
+    /// Queued messages that make a full batch: [`WRITE_BATCH`], or half the
+    /// queue when that is smaller, so that a connection waiting out a write
+    /// delay is woken well before its queue overflows.
+    batch: usize,
     /// The connection task waiting in [`Receiver::recv`]: woken when the
     /// queue stops being empty or the connection is kicked. An atomic waker,
     /// not a `Notify`: no lock and no waiter list per delivery.
@@ -107,10 +111,11 @@ pub enum Inbound {
 }
 
 impl Receiver {
-    /// Resolves once at least `at_least` messages are queued (1, or
-    /// [`WRITE_BATCH`] while a write delay runs), or once the connection was
-    /// kicked (checked first: a slow consumer's queue is full by definition).
-    pub fn recv(&self, at_least: usize) -> impl Future<Output = Inbound> + '_ {
+    /// Resolves once a message is queued (a full batch if `full_batch`: while
+    /// a write delay runs), or once the connection was kicked (checked
+    /// first: a slow consumer's queue is full by definition).
+    pub fn recv(&self, full_batch: bool) -> impl Future<Output = Inbound> + '_ {
+        let at_least = if full_batch { self.shared.batch } else { 1 };
         std::future::poll_fn(move |cx| {
             let shared = &*self.shared;
             // Registered before checking, so a push in between wakes us.
@@ -155,6 +160,7 @@ impl ConnShared {
             id,
             queue: Mutex::new(VecDeque::new()),
             capacity: queue,
+            batch: WRITE_BATCH.min(queue.div_ceil(2)),
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
             kick: AtomicU8::new(0),
@@ -174,7 +180,7 @@ impl ConnShared {
                 return Err(PushError::Full);
             }
             q.push_back(msg);
-            q.len() == 1 || q.len() == WRITE_BATCH
+            q.len() == 1 || q.len() == self.batch
         };
         // The task drains the queue once woken; waking it for every message
         // of a burst would only cost. A full batch wakes it too, in case it

@@ -496,11 +496,9 @@ impl Sse {
             let lifetime = timers.lifetime;
             let expires = self.expires;
             let flush_at = self.flush_at;
-            // While a write delay runs, only a full batch is worth waking for.
-            let at_least = if flush_at.is_some() { WRITE_BATCH } else { 1 };
             tokio::select! {
                 biased;
-                inbound = self.rx.recv(at_least) => {
+                inbound = self.rx.recv(flush_at.is_some()) => {
                     if let Inbound::Kicked(kick) = inbound {
                         return Some(self.control(kick.reason()));
                     }

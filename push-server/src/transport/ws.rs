@@ -253,11 +253,9 @@ impl Conn {
             if sleep.deadline() != wake.into() {
                 sleep.as_mut().reset(wake.into());
             }
-            // While a write delay runs, only a full batch is worth waking for.
-            let at_least = if flush_at.is_some() { WRITE_BATCH } else { 1 };
             tokio::select! {
                 biased;
-                inbound = rx.recv(at_least) => match inbound {
+                inbound = rx.recv(flush_at.is_some()) => match inbound {
                     Inbound::Kicked(kick) => {
                         Box::pin(self.reconnect(kick.reason())).await;
                         return End::Close(1013, kick.reason());

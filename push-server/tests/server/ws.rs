@@ -482,3 +482,26 @@ async fn write_delay_sends_queued_messages_in_one_write() {
         "one read held the three messages, in order: {batch:?}"
     );
 }
+
+#[tokio::test]
+async fn write_delay_never_overflows_a_small_queue() {
+    // A queue shorter than a batch: the connection must write before it is
+    // full, not wait out the delay and be cut off as a slow consumer.
+    let s = start(&["--write-delay", "1s", "--outbound-queue", "4"]).await;
+    let mut ws = ws_subscribed(&s, "small").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(publish(&s, "small", &i.to_string()).await);
+    }
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let m = ws_next(&mut ws).await;
+        assert_eq!(m["type"], "message", "{m}");
+        got.push(m["id"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(got, ids);
+    assert_eq!(
+        metric(&s, "push_slow_consumer_disconnects_total").await,
+        0.0
+    );
+}
