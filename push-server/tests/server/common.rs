@@ -312,3 +312,26 @@ pub async fn publish_held_then_read(
     buf.truncate(n);
     (ids, buf)
 }
+
+/// Reads `tcp` until `done` finds what it waits for in everything read so
+/// far (within [`WAIT`]); `what` names it in the failure.
+pub async fn read_until<T>(
+    tcp: &mut TcpStream,
+    what: &str,
+    mut done: impl FnMut(&[u8]) -> Option<T>,
+) -> T {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing within {WAIT:?}"))
+            .expect("read");
+        assert!(n > 0, "{what}: connection closed");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(found) = done(&got) {
+            return found;
+        }
+    }
+}

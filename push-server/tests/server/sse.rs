@@ -204,7 +204,7 @@ async fn sse_lifetime_reconnect_event() {
 
 #[tokio::test]
 async fn write_delay_sends_queued_events_in_one_write() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     // The longest delay allowed, so that three publishes surely fit in it.
     let s = start(&["--write-delay", "1s"]).await;
     let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
@@ -212,23 +212,13 @@ async fn write_delay_sends_queued_events_in_one_write() {
         .await
         .unwrap();
     // The head, `retry` and the id-only event are not delayed.
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
-            .await
-            .expect("head and first events")
-            .unwrap();
-        assert!(n > 0, "stream closed");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some((head, events)) = text.split_once("\r\n\r\n") {
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            if events.matches("\n\n").count() >= 2 {
-                break;
-            }
-        }
-    }
+    read_until(&mut tcp, "head and first events", |got| {
+        let text = String::from_utf8_lossy(got);
+        let (head, events) = text.split_once("\r\n\r\n")?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        (events.matches("\n\n").count() >= 2).then_some(())
+    })
+    .await;
 
     // All three come in one read: one write after the delay.
     let (ids, read) = publish_held_then_read(&s, "sse", &mut tcp).await;

@@ -329,11 +329,11 @@ async fn server_pings_and_a_live_client_stays() {
     }
 }
 
-/// A raw client that completes the handshake and then never answers.
-async fn silent_ws(s: &TestServer) -> tokio::net::TcpStream {
+/// A raw client that sends the handshake for `path` and then nothing.
+async fn raw_ws(s: &TestServer, path: &str) -> tokio::net::TcpStream {
     let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         s.addr
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
@@ -344,7 +344,7 @@ async fn silent_ws(s: &TestServer) -> tokio::net::TcpStream {
 async fn idle_client_is_closed_after_idle_timeout() {
     let s = start(&["--heartbeat", "100ms", "--idle-timeout", "400ms"]).await;
     let started = Instant::now();
-    let mut tcp = silent_ws(&s).await;
+    let mut tcp = raw_ws(&s, "/ws").await;
     let mut buf = vec![0u8; 4096];
     let mut received = Vec::new();
     loop {
@@ -445,29 +445,17 @@ fn text_frames(mut bytes: &[u8]) -> Vec<Value> {
 async fn write_delay_sends_queued_messages_in_one_write() {
     // The longest delay allowed, so that three publishes surely fit in it.
     let s = start(&["--write-delay", "1s"]).await;
-    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let req = format!(
-        "GET /ws?channels=batched HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        s.addr
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut tcp = raw_ws(&s, "/ws?channels=batched").await;
     // Handshake, welcome and subscribed are not delayed.
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let frames = loop {
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
-            .await
-            .expect("handshake and subscribed")
-            .unwrap();
-        assert!(n > 0, "closed during the handshake");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let frames = text_frames(&got[end + 4..]);
-            if frames.iter().any(|f| f["type"] == "subscribed") {
-                break frames;
-            }
-        }
-    };
+    let frames = read_until(&mut tcp, "handshake and subscribed", |got| {
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let frames = text_frames(&got[end + 4..]);
+        frames
+            .iter()
+            .any(|f| f["type"] == "subscribed")
+            .then_some(frames)
+    })
+    .await;
     assert_eq!(frames[0]["type"], "welcome");
 
     // All three come in one read: one write after the delay.
