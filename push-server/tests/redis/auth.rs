@@ -112,20 +112,10 @@ async fn sentinel_with_password_on_the_data_nodes() {
         "OK"
     );
     let new_master = set.replica.port.to_string();
-    until(
+    set.await_master(
         "sentinel names the replica",
         Duration::from_secs(20),
-        || {
-            let new_master = new_master.clone();
-            async move {
-                cli(
-                    sentinel,
-                    &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-                )
-                .await
-                .contains(&new_master)
-            }
-        },
+        |addr| addr.contains(&new_master),
     )
     .await;
     until(

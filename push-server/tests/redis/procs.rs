@@ -225,22 +225,28 @@ impl SentinelSet {
     pub async fn kill_master_and_await_promotion(&mut self) {
         let old = self.master.port.to_string();
         self.master.kill().await;
-        let sentinel = self.sentinels[0].port;
-        until(
+        self.await_master(
             "sentinel promotes the replica",
             Duration::from_secs(30),
-            || {
-                let old = old.clone();
-                async move {
-                    let addr = cli(
-                        sentinel,
-                        &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-                    )
-                    .await;
-                    !addr.is_empty() && !addr.contains(&old)
-                }
-            },
+            |addr| !addr.is_empty() && !addr.contains(&old),
         )
+        .await;
+    }
+
+    /// Waits until the first Sentinel's answer to `get-master-addr-by-name`
+    /// satisfies `named`.
+    pub async fn await_master(&self, what: &str, within: Duration, named: impl Fn(&str) -> bool) {
+        let sentinel = self.sentinels[0].port;
+        let named = &named;
+        until(what, within, || async move {
+            named(
+                &cli(
+                    sentinel,
+                    &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+                )
+                .await,
+            )
+        })
         .await;
     }
 
