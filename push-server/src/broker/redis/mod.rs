@@ -171,9 +171,10 @@ pub fn history_key(channel: &str) -> String {
 }
 
 /// The epoch key on the slot of `key` (a channel's history key): the Redis
-/// time at which the slot's data began. It has no ttl, so data lost with Redis loses it too, and the
-/// next stream created on the slot vouches for nothing older. One key per
-/// slot (at most 16384), found through a table of hash tags by slot.
+/// time at which the slot's data began. It has no ttl, so data lost with
+/// Redis loses it too, and the next stream created on the slot vouches for
+/// nothing older. One key per slot (at most 16384), found through a table
+/// of hash tags by slot.
 pub fn epoch_key(key: &str) -> String {
     static TAGS: OnceLock<Box<[u32]>> = OnceLock::new();
     let tags = TAGS.get_or_init(|| {
