@@ -5,9 +5,10 @@
 //! - A channel is subscribed at the broker once per node, by its first local
 //!   subscriber, and unsubscribed when the last one leaves.
 //! - Fan-out never blocks and never allocates per subscriber: each subscriber
-//!   gets an `Arc` clone of the same pre-encoded [`Message`], pushed with
-//!   `try_send` into its bounded queue, under a short per-channel lock that is
-//!   never held across an await.
+//!   gets an `Arc` clone of the same pre-encoded [`Message`], pushed into its
+//!   bounded queue under a short per-channel lock that is never held across
+//!   an await. The connection's task is woken (an atomic waker) only when its
+//!   queue stops being empty or holds a full batch, not once per message.
 //! - Slow consumers: when a subscriber's queue is full, the message is **not**
 //!   dropped silently: the connection is marked slow and told
 //!   `reconnect`/`slow_consumer`, then closed; it resumes from history with
