@@ -6,6 +6,9 @@ SHELL := /bin/bash
 # cargo-nextest runs test binaries in parallel processes; plain cargo test works too.
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# A test run builds everything once from clean: incremental caches would only
+# add ~2 GB of disk. Set CARGO_INCREMENTAL=1 to keep them between local runs.
+export CARGO_INCREMENTAL ?= 0
 
 # `make test`, in this order. Each area brings its targets in its own
 # fragment under mk/ (operator, Redis, charts, browser, reliability, bench).
