@@ -3,8 +3,20 @@
 
 CARGO ?= cargo
 SHELL := /bin/bash
-# cargo-nextest runs test binaries in parallel processes; plain cargo test works too.
-NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
+# Every build of `make test` selects the whole workspace with all targets, so
+# Cargo resolves features once and each dependency compiles once. A `-p` subset
+# resolves its own features: the same crates again (tokio, hyper, axum … up to
+# eleven times over), minutes of CPU and gigabytes of disk.
+BUILD_ALL := $(CARGO) build --workspace --all-targets --locked
+# $(call TEST,PACKAGE[,TEST BINARY]): cargo-nextest (parallel processes)
+# selects with a filter, over the workspace build; plain cargo test works too,
+# with a `-p` build of its own.
+HAVE_NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+ifeq ($(HAVE_NEXTEST),yes)
+TEST = nextest run --workspace --no-fail-fast -E 'package($(1))$(if $(2), & binary($(2)))'
+else
+TEST = test --no-fail-fast -p $(1)$(if $(2), --test $(2))
+endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # A test run builds everything once from clean: incremental caches would only
 # add ~2 GB of disk. Set CARGO_INCREMENTAL=1 to keep them between local runs.
@@ -16,7 +28,7 @@ TEST_TARGETS := lint test-server test-operator test-charts test-browser test-rel
 
 include mk/operator.mk mk/redis.mk mk/charts.mk mk/browser.mk mk/reliability.mk mk/bench.mk
 
-.PHONY: all build run test test-server test-release lint fmt release
+.PHONY: all build build-all run test test-server test-release lint fmt release
 all: build
 
 build:
@@ -35,12 +47,16 @@ test: $(TEST_TARGETS) test-release
 ## The release build the Dockerfiles run (no Docker engine in CI): it must
 ## build from the lock file, and the binaries must start.
 test-release:
-	$(CARGO) build --release --locked -p push-server -p push-operator
+	$(CARGO) build --release --locked --workspace
 	$(or $(CARGO_TARGET_DIR),target)/release/push-server --version
 	$(or $(CARGO_TARGET_DIR),target)/release/push-operator crd | diff -q - crds/pushcluster.yaml
 
-test-server:
-	$(CARGO) $(NEXTEST) -p push-server
+## Builds every binary and test binary of the workspace (see BUILD_ALL).
+build-all:
+	$(BUILD_ALL)
+
+test-server: build-all
+	$(CARGO) $(call TEST,push-server)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -16,12 +16,9 @@ OUT=$BENCH_RUN/smoke.jsonl
 ensure_packages
 TARGET=${CARGO_TARGET_DIR:-$BENCH_ROOT/target}
 BENCH_BIN=$TARGET/debug/push-bench
-if [ -n "${PUSH_BIN:-}" ]; then
-    (cd "$BENCH_ROOT" && $CARGO build -q -p push-bench)
-else
-    (cd "$BENCH_ROOT" && $CARGO build -q -p push-bench -p push-server)
-    PUSH_BIN=$TARGET/debug/push-server
-fi
+# The same build as `make test` (whole workspace, all targets): nothing compiles twice.
+(cd "$BENCH_ROOT" && $CARGO build -q --workspace --all-targets)
+PUSH_BIN=${PUSH_BIN:-$TARGET/debug/push-server}
 
 SERVER=
 cleanup() { [ -n "$SERVER" ] && stop_server "$SERVER"; true; }

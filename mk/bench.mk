@@ -8,6 +8,6 @@ bench:
 	bash bench/run.sh
 
 ## push-bench unit tests plus a tiny run of every scenario against nchan and a debug push-server.
-test-bench:
-	$(CARGO) test -p push-bench
+test-bench: build-all
+	$(CARGO) $(call TEST,push-bench)
 	CARGO="$(CARGO)" bash bench/smoke.sh

@@ -23,5 +23,5 @@ browser-deps:
 		(cd $(BROWSER_EXAMPLE) && npm ci --no-audit --no-fund --silent)
 
 test-browser: browser-deps
-	$(CARGO) build -p push-server
+	$(BUILD_ALL)
 	cd $(BROWSER_EXAMPLE) && PUSH_SERVER_BIN="$(BROWSER_TARGET_DIR)/debug/push-server" node --test test/browser.test.mjs test/diagrams.test.mjs

@@ -50,7 +50,7 @@ charts-venv:
 	fi
 
 test-charts: charts-tools charts-venv
-	$(CARGO) build -p push-server -p push-operator
+	$(BUILD_ALL)
 	bash charts/tests/run.sh "$(HELM)" "$(CHARTS_VENV)" \
 		"$(CHARTS_TARGET_DIR)/debug/push-operator" "$(CHARTS_TARGET_DIR)/debug/push-server"
 

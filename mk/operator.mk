@@ -28,13 +28,8 @@ operator-redis:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server redis-sentinel; \
 	fi
 
-test-operator: operator-venv operator-redis
-	$(CARGO) build -p push-operator
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run -p push-operator; \
-	else \
-		$(CARGO) test -p push-operator; \
-	fi
+test-operator: operator-venv operator-redis build-all
+	$(CARGO) $(call TEST,push-operator)
 	push-operator/scripts/validate-schemas.sh "$(OPERATOR_BIN)" "$(OPERATOR_VENV)"
 
 operator-crd:

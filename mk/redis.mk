@@ -12,8 +12,8 @@ install-redis:
 	@redis-server --version
 
 ## Only the Redis broker tests (test-server runs them too, with the rest).
-test-redis: install-redis
-	$(CARGO) $(NEXTEST) -p push-server --test redis
+test-redis: install-redis build-all
+	$(CARGO) $(call TEST,push-server,redis)
 
 # The push-server test run includes the Redis tests: Redis first.
 test-server: install-redis

@@ -11,25 +11,32 @@ DURATION ?= 10m
 RELIABILITY_SOAK ?= 60s
 RELIABILITY_FUZZ_SECONDS ?= 10
 
+# $(call SOAK,TEST): one ignored soak test, its output shown.
+ifeq ($(HAVE_NEXTEST),yes)
+SOAK = nextest run --workspace --run-ignored only --no-capture -E 'package(push-server) & binary(reliability) & test(=soak::$(1))'
+else
+SOAK = test -p push-server --test reliability soak::$(1) -- --ignored --exact --nocapture
+endif
+
 ## The parts `test-server` does not run: short soaks (one node, then two nodes
 ## on Redis: two minutes together), then a bounded run of every fuzz target
 ## (the property tests, hostile clients, faults and SIGTERM test are in the
 ## reliability test binary, which `test-server` runs with the rest).
-test-reliability: install-redis
-	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak::soak_one_node -- --ignored --exact --nocapture
-	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) test -p push-server --test reliability soak::soak_two_nodes_redis -- --ignored --exact --nocapture
+test-reliability: install-redis build-all
+	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) $(call SOAK,soak_one_node)
+	PUSH_SOAK_DURATION=$(RELIABILITY_SOAK) $(CARGO) $(call SOAK,soak_two_nodes_redis)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(RELIABILITY_FUZZ_SECONDS)
 
 ## Connection churn plus steady publishing against one node for DURATION;
 ## fails if RSS, fds or threads grow without bound (samples in target/soak/).
-soak:
-	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak::soak_one_node -- --ignored --exact --nocapture
+soak: build-all
+	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) $(call SOAK,soak_one_node)
 
 ## The same against two nodes on one Redis (installs redis-server when
 ## missing): subscribers of every channel on both nodes, each publisher on
 ## one; samples in target/soak/soak-redis-<secs>s.csv.
-soak-redis: install-redis
-	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) test -p push-server --test reliability soak::soak_two_nodes_redis -- --ignored --exact --nocapture
+soak-redis: install-redis build-all
+	PUSH_SOAK_DURATION=$(DURATION) $(CARGO) $(call SOAK,soak_two_nodes_redis)
 
 # cargo-fuzz wants nightly for -Z flags (sanitizer coverage); the stable
 # toolchain does the same with RUSTC_BOOTSTRAP=1. No sanitizer: the code
