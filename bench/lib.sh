@@ -100,7 +100,7 @@ start_nchan() {
         upstream="upstream bench_redis { nchan_redis_server redis://127.0.0.1:$REDIS_PORT; }"
         pass="nchan_redis_pass bench_redis;"
     fi
-    sed -e "s|@RUN@|$NGINX_DIR|g; s|@PORT@|$NCHAN_PORT|g; s|@REDIS_UPSTREAM@|$upstream|; s|@REDIS_PASS@|$pass|" \
+    sed -e "s|@RUN@|$NGINX_DIR|g; s|@PORT@|$NCHAN_PORT|g; s|@REDIS_UPSTREAM@|$upstream|; s|@REDIS_PASS@|$pass|g" \
         "$BENCH_ROOT/bench/nginx/nchan.conf.in" >"$NGINX_DIR/nginx.conf"
     "${PIN_SERVER[@]}" nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" || return 1
     wait_http "http://127.0.0.1:$NCHAN_PORT/healthz" || return 1

@@ -87,6 +87,11 @@ for server in $SERVERS; do
             if ! "${cmd[@]}" >/dev/null; then
                 echo "$server $scenario $transport: push-bench failed (see the log above)." >>"$NOTES"
             fi
+            # Both servers keep their Redis state through scripts: a Redis row without one
+            # measured the memory store (as a server-level nchan_redis_pass once did).
+            if [[ $server == *redis ]] && ! redis-cli -p "$REDIS_PORT" info commandstats | grep -q '^cmdstat_eval'; then
+                echo "$server $scenario $transport: Redis ran no script; this row did not use Redis storage." >>"$NOTES"
+            fi
             stop_server "$server"
         done
     done

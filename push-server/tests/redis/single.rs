@@ -331,39 +331,57 @@ async fn expired_history_is_trimmed_and_the_gap_reported() {
     let redis = Redis::start(&[]).await;
     let url = redis.url();
     let a = node(&["--redis-url", &url, "--history-ttl", "2s"]).await;
-    let old0 = publish(&a, "aging", "0").await;
-    let old1 = publish(&a, "aging", "1").await;
+    let mut old = Vec::new();
+    for i in 0..6 {
+        old.push(publish(&a, "aging", &i.to_string()).await);
+    }
     // History ages on Redis' clock. 1.2 s later `mid` keeps the stream
-    // alive; 1.2 s after that old0 and old1 have expired and mid has not,
-    // so the next publish trims the two inside a live stream (0.8 s of
-    // margin each way for a slow machine).
+    // alive; 1.2 s after that the six old ones have expired and mid has
+    // not (0.8 s of margin each way for a slow machine).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mid = publish(&a, "aging", "2").await;
+    let mid = publish(&a, "aging", "6").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let new = publish(&a, "aging", "3").await;
-    assert_eq!(
+    let xlen = || async {
         crate::procs::cli(redis.port, &["XLEN", "push:{aging}:h"])
             .await
-            .trim(),
-        "2",
-        "the publish trimmed what expired"
-    );
-    for (since, recovered) in [(&old1, true), (&old0, false)] {
-        let (mut ws, f) = subscribe_since(&a, "aging", since).await;
-        assert_eq!(
-            f["recovered"].as_bool(),
-            Some(recovered),
-            "since {since}: {f}"
-        );
-        if recovered {
-            let got: Vec<_> = ws_messages(&mut ws, 2)
-                .await
-                .into_iter()
-                .map(|m| m.1)
-                .collect();
-            assert_eq!(got, [mid.clone(), new.clone()]);
+            .trim()
+            .to_string()
+    };
+    let (newest_old, older) = (&old[5], &old[4]);
+    // Expired but not yet trimmed: readers skip them all the same.
+    assert_eq!(xlen().await, "7");
+    let recover = |expect: Vec<String>| {
+        let a = &a;
+        async move {
+            for (since, recovered) in [(newest_old, true), (older, false)] {
+                let (mut ws, f) = subscribe_since(a, "aging", since).await;
+                assert_eq!(
+                    f["recovered"].as_bool(),
+                    Some(recovered),
+                    "since {since}: {f}"
+                );
+                if recovered {
+                    let got: Vec<_> = ws_messages(&mut ws, expect.len())
+                        .await
+                        .into_iter()
+                        .map(|m| m.1)
+                        .collect();
+                    assert_eq!(got, expect);
+                }
+            }
         }
-    }
+    };
+    recover(vec![mid.clone()]).await;
+    // The 8th entry's publish trims what expired.
+    let new1 = publish(&a, "aging", "7").await;
+    assert_eq!(xlen().await, "8");
+    let new2 = publish(&a, "aging", "8").await;
+    assert_eq!(
+        xlen().await,
+        "3",
+        "the 8th entry's publish trimmed what expired"
+    );
+    recover(vec![mid, new1, new2]).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 //! - `push:{<channel>}`: the (sharded) pub/sub channel; payload `<id> <data>`.
 //! - `push:{<channel>}:p`: presence hash, field per node (see [`presence`]).
 //!
-//! Publish is one Lua script: trim by age and size (recording the newest
+//! Publish is one Lua script: trim by size and age (recording the newest
 //! trimmed id as the stream's `max-deleted-entry-id`, so readers learn of
 //! gaps), `XADD`, `PEXPIRE`, then `(S)PUBLISH` of the id and data — so every
 //! node sees the same id, and history and live stream never disagree.
@@ -49,13 +49,18 @@ local key, maxlen, ttl = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
 local dropped = false
 local fresh = false
 if maxlen > 0 then
-  -- The oldest entry decides whether anything expired: a forward read of
-  -- one entry is cheap, a reverse search from the cutoff is not.
-  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-  local n = 0
-  if #first == 0 then
+  local n = redis.call('XLEN', key)
+  local first = nil
+  if n == 0 then
     fresh = redis.call('EXISTS', key) == 0
-  else
+  elseif n >= maxlen or n % 8 == 0 then
+    -- Expired entries are trimmed when the stream is full and on every
+    -- 8th entry otherwise: readers skip expired entries themselves (see
+    -- the read script), so this only returns memory early, and checking
+    -- on every publish would cost two more calls each time. The oldest
+    -- entry decides whether anything expired: a forward read of one entry
+    -- is cheap, a reverse search from the cutoff is not.
+    first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
     local t = redis.call('TIME')
     local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl
     if tonumber(string.match(first[1][1], '^(%d+)')) < cutoff then
@@ -63,8 +68,8 @@ if maxlen > 0 then
       dropped = old[1][1]
       redis.call('XTRIM', key, 'MINID', cutoff .. '-0')
       first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+      n = redis.call('XLEN', key)
     end
-    n = redis.call('XLEN', key)
   end
   if n >= maxlen then
     if n == maxlen then
