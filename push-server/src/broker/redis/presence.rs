@@ -94,31 +94,37 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
                 now.insert(channel, encode(count, &users));
             }
         }
-        let mut writes = vec![pipe];
+        let mut batch = Batch::new(shared.commands.target().is_cluster());
         for (channel, value) in &now {
             if full || written.get(channel) != Some(value) {
-                let mut p = redis::pipe();
-                p.cmd("HSET")
-                    .arg(presence_key(channel))
+                let key = presence_key(channel);
+                batch
+                    .pipe_for(&key)
+                    .cmd("HSET")
+                    .arg(&key)
                     .arg(&node)
                     .arg(value)
                     .ignore()
                     .cmd("PEXPIRE")
-                    .arg(presence_key(channel))
+                    .arg(&key)
                     .arg(HASH_TTL.as_millis() as u64)
                     .ignore();
-                writes.push(p);
             }
         }
         for channel in written.keys().filter(|c| !now.contains_key(*c)) {
-            let mut p = redis::pipe();
-            p.cmd("HDEL").arg(presence_key(channel)).arg(&node).ignore();
-            writes.push(p);
+            let key = presence_key(channel);
+            batch
+                .pipe_for(&key)
+                .cmd("HDEL")
+                .arg(&key)
+                .arg(&node)
+                .ignore();
         }
-        // One key (slot) per pipeline, so that each works on a Cluster too;
-        // a few in flight at once.
+        let mut writes = vec![pipe];
+        writes.extend(batch.into_pipelines());
+        // A few in flight at once.
         let mut ok = true;
-        for wave in writes.chunks(64) {
+        for wave in writes.chunks(8) {
             let calls = wave.iter().map(|p| {
                 let p = p.clone();
                 shared.commands.run(move |mut c: Conn| {
@@ -137,6 +143,57 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             // Redis may have lost it all (restart): write everything again.
             written.clear();
             scanned = None;
+        }
+    }
+}
+
+/// Presence writes grouped into few pipelines. One pipeline per key made a
+/// full refresh of 10,000 channels 10,000 round trips on the command
+/// connection, and publishes queued behind them for tens of milliseconds.
+/// On a Cluster a pipeline goes to one node, so writes are grouped by slot.
+struct Batch {
+    cluster: bool,
+    direct: Vec<(redis::Pipeline, usize)>,
+    by_slot: HashMap<u16, redis::Pipeline>,
+}
+
+/// Keys per pipeline on one Redis: large enough to make a refresh a few
+/// round trips, small enough that a publish behind one waits well under a
+/// millisecond.
+const KEYS_PER_PIPELINE: usize = 256;
+
+impl Batch {
+    fn new(cluster: bool) -> Batch {
+        Batch {
+            cluster,
+            direct: Vec::new(),
+            by_slot: HashMap::new(),
+        }
+    }
+
+    /// The pipeline that the commands for `key` go into.
+    fn pipe_for(&mut self, key: &str) -> &mut redis::Pipeline {
+        if self.cluster {
+            return self.by_slot.entry(super::slot(key)).or_default();
+        }
+        if self
+            .direct
+            .last()
+            .is_none_or(|(_, n)| *n >= KEYS_PER_PIPELINE)
+        {
+            self.direct.push((redis::pipe(), 0));
+        }
+        let last = self.direct.len() - 1;
+        let (pipe, n) = &mut self.direct[last];
+        *n += 1;
+        pipe
+    }
+
+    fn into_pipelines(self) -> Vec<redis::Pipeline> {
+        if self.cluster {
+            self.by_slot.into_values().collect()
+        } else {
+            self.direct.into_iter().map(|(p, _)| p).collect()
         }
     }
 }
@@ -204,4 +261,44 @@ pub async fn read(shared: &Shared, channel: &Channel) -> Result<Presence, Broker
     users.sort();
     users.dedup();
     Ok(Presence { connections, users })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(cluster: bool, channels: usize) -> Vec<redis::Pipeline> {
+        let mut batch = Batch::new(cluster);
+        for i in 0..channels {
+            let key = presence_key(&format!("c{i}"));
+            batch.pipe_for(&key).cmd("HSET").arg(&key).arg("n").arg("1");
+        }
+        batch.into_pipelines()
+    }
+
+    #[test]
+    fn one_redis_gets_few_large_pipelines() {
+        let pipes = fill(false, 600);
+        let sizes: Vec<usize> = pipes.iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, [256, 256, 88]);
+    }
+
+    #[test]
+    fn a_cluster_gets_one_pipeline_per_slot() {
+        let pipes = fill(true, 600);
+        for p in &pipes {
+            let slots: std::collections::HashSet<u16> = p
+                .cmd_iter()
+                .map(|c| {
+                    let key = c.args_iter().nth(1).expect("key");
+                    let redis::Arg::Simple(key) = key else {
+                        panic!("key is a plain argument")
+                    };
+                    super::super::slot(std::str::from_utf8(key).expect("utf-8"))
+                })
+                .collect();
+            assert_eq!(slots.len(), 1, "one slot per pipeline");
+        }
+        assert_eq!(pipes.iter().map(|p| p.len()).sum::<usize>(), 600);
+    }
 }
