@@ -22,10 +22,7 @@ async fn ack_sub(s: &TestServer, channel: &str) -> Ws {
 async fn a_client_that_acks_gets_each_message_once() {
     let s = start(&["--ack-timeout", "200ms", "--ack-window", "4"]).await;
     let mut ws = ack_sub(&s, "acked").await;
-    let mut ids = Vec::new();
-    for i in 0..50 {
-        ids.push(publish(&s, "acked", &i.to_string()).await);
-    }
+    let ids = publish_numbers(&s, "acked", 50).await;
     let mut got = Vec::new();
     while got.len() < 50 {
         let m = ws_next(&mut ws).await;
@@ -89,10 +86,7 @@ async fn the_window_holds_back_and_others_are_unaffected() {
     let s = start(&["--ack-window", "2", "--ack-timeout", "30s"]).await;
     let mut acker = ack_sub(&s, "w").await;
     let mut plain = ws_subscribed(&s, "w").await;
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        ids.push(publish(&s, "w", &i.to_string()).await);
-    }
+    let ids = publish_numbers(&s, "w", 5).await;
     for id in &ids {
         assert_eq!(
             ws_next(&mut plain).await["id"],

@@ -41,10 +41,7 @@ async fn publish_json_and_text_bodies() {
 #[tokio::test]
 async fn history_since_and_limit() {
     let s = start(&["--history-size", "5"]).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        ids.push(publish(&s, "h", &i.to_string()).await);
-    }
+    let ids = publish_numbers(&s, "h", 8).await;
     let get = |q: String| {
         let url = s.http(&format!("/api/v1/channels/h/messages{q}"));
         async move {

@@ -63,6 +63,15 @@ pub async fn publish(s: &TestServer, channel: &str, body: &str) -> String {
     v["id"].as_str().expect("id").to_string()
 }
 
+/// Publishes the JSON numbers `0..n` to `channel`, in order; their ids.
+pub async fn publish_numbers(s: &TestServer, channel: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(publish(s, channel, &i.to_string()).await);
+    }
+    ids
+}
+
 /// Asserts the JSON error shape and returns the code.
 pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status().as_u16(), status);
@@ -291,10 +300,7 @@ pub async fn publish_held_then_read(
     tcp: &mut TcpStream,
 ) -> (Vec<String>, Vec<u8>) {
     use tokio::io::AsyncReadExt;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(publish(s, "batched", &i.to_string()).await);
-    }
+    let ids = publish_numbers(s, "batched", 3).await;
     assert_eq!(
         metric(
             s,

@@ -57,10 +57,7 @@ async fn thousand_rapid_publishes_arrive_in_order() {
     let s = start(&["--history-size", "10"]).await;
     let mut ws = ws_subscribed(&s, "fast").await;
     let mut sse = sse_connect(&s, "?channels=fast", None).await;
-    let mut ids = Vec::new();
-    for i in 0..1000 {
-        ids.push(publish(&s, "fast", &i.to_string()).await);
-    }
+    let ids = publish_numbers(&s, "fast", 1000).await;
     assert!(
         ids.windows(2).all(|w| id_pair(&w[0]) < id_pair(&w[1])),
         "ids increase"
@@ -477,10 +474,7 @@ async fn write_delay_never_overflows_a_small_queue() {
     // full, not wait out the delay and be cut off as a slow consumer.
     let s = start(&["--write-delay", "1s", "--outbound-queue", "4"]).await;
     let mut ws = ws_subscribed(&s, "small").await;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(publish(&s, "small", &i.to_string()).await);
-    }
+    let ids = publish_numbers(&s, "small", 6).await;
     let mut got = Vec::new();
     while got.len() < ids.len() {
         let m = ws_next(&mut ws).await;
