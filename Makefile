@@ -41,8 +41,9 @@ release:
 run:
 	$(CARGO) run --release -p push-server
 
-## Every test of the workspace (what CI runs).
-test: $(TEST_TARGETS) test-release
+## Every test of the workspace (what CI runs), then the end-to-end tests on
+## the project's own Kubernetes (mk/e2e.mk, docs/e2e.md).
+test: $(TEST_TARGETS) test-release test-e2e
 
 ## The release build the Dockerfiles run (no Docker engine in CI): it must
 ## build from the lock file, and the binaries must start.

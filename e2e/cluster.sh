@@ -174,6 +174,7 @@ build_images() {
   image coredns "{digest}" --bin "$COREDNS_BIN/coredns:/coredns" --entrypoint '["/coredns"]' --user 0:0
   image prometheus-adapter "{digest}" --bin "$ADAPTER_BIN/prometheus-adapter:/adapter" --entrypoint '["/adapter"]'
   image prometheus "{digest}" --bin /usr/bin/prometheus --dir prometheus --entrypoint '["/usr/bin/prometheus"]'
+  image kubectl "{digest}" --busybox --bin "$KUBE_BIN/kubectl:/usr/bin/kubectl" --entrypoint '["kubectl"]'
   image redis "{digest}" --busybox --bin /usr/bin/redis-server --bin /usr/bin/redis-cli --bin /usr/bin/getent \
     --link usr/bin/redis-sentinel:redis-server --dir data --entrypoint '["redis-server"]' --user 0:0
   image push-server "{digest}" --strip --bin "$rel/push-server:/usr/local/bin/push-server" \
@@ -386,6 +387,13 @@ cmd_up() {
   [ "$(id -u)" = 0 ] || die "needs root (containerd, kubelet, iptables)"
   ensure_packages
   build_binaries
+  # What a killed run left behind (mounts, pods' network namespaces, a stale
+  # etcd) is cleared first: `up` after a crash starts clean, `up` on a live
+  # cluster changes nothing.
+  if [ -d "$RUN" ] && ! running kube-apiserver; then
+    log "clearing what a stopped cluster left in $RUN"
+    cmd_down
+  fi
   setup_host
   pki_all
   start_containerd
