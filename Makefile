@@ -24,9 +24,9 @@ export CARGO_INCREMENTAL ?= 0
 
 # `make test`, in this order. Each area brings its targets in its own
 # fragment under mk/ (operator, Redis, charts, browser, reliability, bench).
-TEST_TARGETS := lint test-server test-operator test-charts test-browser test-reliability test-bench
+TEST_TARGETS := lint test-server test-operator test-charts test-browser test-client test-reliability test-bench
 
-include mk/operator.mk mk/redis.mk mk/charts.mk mk/browser.mk mk/reliability.mk mk/bench.mk mk/e2e.mk
+include mk/operator.mk mk/redis.mk mk/charts.mk mk/browser.mk mk/reliability.mk mk/bench.mk mk/client.mk mk/e2e.mk
 
 .PHONY: all build build-all run test test-server test-release lint fmt release
 all: build

@@ -1,16 +1,18 @@
-// Headless Chromium runs docs/examples/js/index.html against a real
-// push-server and checks that both transports receive every published
-// message, in order, with no duplicate, also across forced reconnects: a
-// TCP proxy between browser and server cuts every connection and then
-// refuses new ones (first by closing them, then with HTTP 503 as a draining
-// node does) while more messages are published.
+// Headless Chromium runs docs/examples/js/index.html (built on the
+// @push-dev/client library, clients/js) against a real push-server and
+// checks that both transports receive every published message, in order,
+// with no duplicate, also across forced reconnects: a TCP proxy between
+// browser and server cuts every connection and then refuses new ones
+// (first by closing them, then with HTTP 503 as a draining node does)
+// while more messages are published.
 //
-// Run: make test-browser (builds push-server, installs chromium and
-// playwright-core when missing), or `npm test` here with PUSH_SERVER_BIN set.
+// Run: make test-browser (builds push-server and the library, installs
+// chromium and playwright-core when missing), or `npm test` here with
+// PUSH_SERVER_BIN set (the library is built here when dist/ is missing).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
@@ -25,6 +27,17 @@ const serverBin =
   process.env.PUSH_SERVER_BIN ??
   path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, "target"), "debug/push-server");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const libraryDir = path.join(root, "clients/js");
+const bundle = path.join(libraryDir, "dist/index.mjs");
+
+// The page loads the library's built ESM bundle.
+function ensureBundle() {
+  if (existsSync(bundle)) return;
+  if (!existsSync(path.join(libraryDir, "node_modules/esbuild"))) {
+    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--silent"], { cwd: libraryDir, stdio: "inherit" });
+  }
+  execFileSync("npm", ["run", "build"], { cwd: libraryDir, stdio: "inherit" });
+}
 
 const cleanups = [];
 after(async () => {
@@ -75,18 +88,22 @@ async function startServer() {
   return { base, port, log: () => log };
 }
 
-// Serves the example page from its own origin (so CORS and the WebSocket
-// Origin check are exercised as in a real deployment).
+// Serves the example page and the library bundle, laid out as in the
+// repository, from their own origin (so CORS and the WebSocket Origin check
+// are exercised as in a real deployment).
 async function startStatic() {
-  const types = { ".html": "text/html", ".js": "text/javascript" };
+  const files = {
+    "/docs/examples/js/index.html": [path.join(exampleDir, "index.html"), "text/html"],
+    "/clients/js/dist/index.mjs": [bundle, "text/javascript"],
+  };
   const srv = http.createServer((req, res) => {
-    const name = new URL(req.url, "http://x").pathname.replace(/^\/+/, "") || "index.html";
-    if (!["index.html", "push-client.js"].includes(name)) {
+    const file = files[new URL(req.url, "http://x").pathname];
+    if (!file) {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { "content-type": types[path.extname(name)] });
-    res.end(readFileSync(path.join(exampleDir, name)));
+    res.writeHead(200, { "content-type": file[1] });
+    res.end(readFileSync(file[0]));
   });
   await new Promise((r) => srv.listen(0, "127.0.0.1", r));
   cleanups.push(() => new Promise((r) => srv.close(r)));
@@ -150,6 +167,7 @@ async function publish(base, channel, data) {
 }
 
 test("browser example receives over WebSocket and SSE, and resumes after a forced reconnect", async () => {
+  ensureBundle();
   const server = await startServer();
   const origin = await startStatic();
   const proxy = await startProxy(server.port);
@@ -177,7 +195,7 @@ test("browser example receives over WebSocket and SSE, and resumes after a force
 
   const channels = ["news", "sports"];
   const serverUrl = `http://127.0.0.1:${proxy.port}`;
-  await page.goto(`${origin}/index.html?server=${encodeURIComponent(serverUrl)}&channels=${channels.join(",")}`);
+  await page.goto(`${origin}/docs/examples/js/index.html?server=${encodeURIComponent(serverUrl)}&channels=${channels.join(",")}`);
 
   const state = () => page.evaluate(() => ({
     ws: window.pushExample.ws,
@@ -185,10 +203,11 @@ test("browser example receives over WebSocket and SSE, and resumes after a force
     resets: window.pushExample.resets,
     subscribed: window.pushExample.subscribed,
     status: window.pushExample.status,
+    refused: window.pushExample.refused,
   }));
   await waitFor("both transports open and subscribed", async () => {
     const s = await state();
-    return s.status.ws === "open" && s.subscribed.length === 2 && s.status.sse === "open";
+    return s.status.ws === "connected" && s.subscribed.length === 2 && s.status.sse === "connected";
   });
   // The SSE subscription is made before the response starts; a short pause
   // covers the event loop between the `open` event and our first publish.
@@ -227,7 +246,7 @@ test("browser example receives over WebSocket and SSE, and resumes after a force
   proxy.cut();
   await waitFor("both transports to notice the cut", async () => {
     const s = await state();
-    return s.status.ws !== "open" && s.status.sse !== "open";
+    return s.status.ws !== "connected" && s.status.sse !== "connected";
   });
   for (let i = 6; i <= 9; i++) {
     published.push(await publish(server.base, channels[i % 2], { n: i, phase: "while disconnected" }));
@@ -243,11 +262,14 @@ test("browser example receives over WebSocket and SSE, and resumes after a force
   await expectAll("live messages after the reconnect");
 
   // Cut again, but now every reconnect attempt gets `503` (a draining node):
-  // EventSource stops retrying on an HTTP error, so the example's own
-  // fallback must reopen the stream with its cursor as `lastEventId`.
+  // an EventSource would stop retrying on an HTTP error; the library sees
+  // the status and retries with backoff, resuming with its cursor as
+  // `lastEventId`.
   proxy.down = "503";
   proxy.cut();
-  await waitFor("the SSE stream to give up on the 503", async () => (await state()).status.sse === "closed");
+  await waitFor("the SSE client to be refused with 503", async () =>
+    (await state()).refused.some((r) => r.transport === "sse" && r.status === 503),
+  );
   for (let i = 12; i <= 14; i++) {
     published.push(await publish(server.base, channels[i % 2], { n: i, phase: "while refused with 503" }));
   }
