@@ -35,6 +35,7 @@ pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod hub;
 pub mod message;
 pub mod metrics;

@@ -398,11 +398,21 @@ async fn serve_http(
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            tower::Service::call(&mut router.clone(), req.map(axum::body::Body::new))
-        });
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(ConnectInfo(peer));
+        let (body, unread) = crate::http::body::track(body, &parts.headers);
+        let call =
+            tower::Service::call(&mut router.clone(), hyper::Request::from_parts(parts, body));
+        async move {
+            // Infallible: axum's router answers every request.
+            let resp = call.await?;
+            Ok::<_, std::convert::Infallible>(match unread {
+                Some(unread) => unread.settle(resp).await,
+                None => resp,
+            })
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

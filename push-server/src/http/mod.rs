@@ -1,0 +1,3 @@
+//! The HTTP layer.
+
+pub(crate) mod body;
