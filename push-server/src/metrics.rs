@@ -1,4 +1,4 @@
-//! Prometheus metrics of SPEC §10, with prometheus-client.
+//! Prometheus metrics (docs/operations.md), with prometheus-client.
 //!
 //! Handles for each label value are resolved once at start-up, so the hot
 //! path only touches atomics.

@@ -182,3 +182,19 @@ async fn unauthorized_batch_with_a_body_then_next_request() {
     let head = "POST /api/v1/publish HTTP/1.1\r\nhost: push\r\ncontent-type: application/json\r\n";
     refused_then_next_request(&s, head, 300_000, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn body_beyond_the_drain_bound_is_answered_with_connection_close() {
+    let s = start(&["--publish-key", "pk"]).await;
+    let head = "POST /api/v1/channels/news/messages HTTP/1.1\r\nhost: push\r\n\
+                content-type: application/json\r\n";
+    let mut tcp = TcpStream::connect(s.addr).await.expect("connect");
+    // Announces 64 MiB, sends only the head: the server must not wait for
+    // (or read) all of it before refusing.
+    let request = format!("{head}content-length: {}\r\n\r\n\"aaaa", 64 << 20);
+    tcp.write_all(request.as_bytes()).await.expect("head");
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut tcp, &mut buf, "refusal of a huge body").await;
+    assert_eq!(answer.status, 401);
+    assert!(answer.closes(), "{:?}", answer.headers);
+}

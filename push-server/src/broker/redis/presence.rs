@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::Conn;
 use super::Shared;
 use crate::broker::{BrokerError, Presence};
-use crate::message::Channel;
+use crate::protocol::message::Channel;
 
 /// How often local presence is compared with what was written.
 const PERIOD: Duration = Duration::from_secs(1);

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{is_connection_error, redis_err, unavailable, RESPONSE_TIMEOUT};
 use super::{channel_of, parse_payload, pubsub_channel, slot, Shared};
 use crate::broker::BrokerError;
-use crate::message::{now_ms, Channel, Message, MessageId};
+use crate::protocol::message::{now_ms, Channel, Message, MessageId};
 
 /// Channels per SUBSCRIBE command when (re)subscribing many.
 const BATCH: usize = 500;
