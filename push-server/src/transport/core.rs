@@ -150,10 +150,10 @@ impl Core {
             .await
     }
 
-    /// Counts messages the transport wrote outside [`Core::run`] (the SSE
-    /// backlog in the response head).
-    pub(crate) fn count_delivered<T: Transport>(&self, batch: &[Arc<Message>]) {
-        count_delivered(&self.node, T::KIND, batch);
+    /// Counts messages written outside [`Core::run`] (the SSE backlog in
+    /// the response head).
+    pub(crate) fn count_delivered(&self, kind: metrics::Transport, batch: &[Arc<Message>]) {
+        count_delivered(&self.node, kind, batch);
     }
 
     /// Serves the connection until it ends, then closes it. `channels` are

@@ -71,7 +71,7 @@ pub(crate) async fn open(
         cursor::write(&opened.positions, &mut first);
         first.extend_from_slice(b"\n\n");
     }
-    core.count_delivered::<Sse<()>>(&backlog);
+    core.count_delivered(metrics::Transport::Sse, &backlog);
     Ok((opened, first))
 }
 
@@ -100,15 +100,6 @@ impl Opened {
     pub(crate) fn with<S: EventSink>(self, sink: S) -> Sse<S> {
         Sse { opened: self, sink }
     }
-}
-
-/// No sink: only names the transport for the metrics of the opening.
-impl EventSink for () {
-    async fn write(&mut self, _: Vec<u8>) -> Result<(), Gone> {
-        Err(Gone)
-    }
-    async fn closed(&mut self) {}
-    async fn finish(&mut self) {}
 }
 
 impl<S: EventSink> Transport for Sse<S> {
