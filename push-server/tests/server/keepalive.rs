@@ -198,3 +198,34 @@ async fn body_beyond_the_drain_bound_is_answered_with_connection_close() {
     assert_eq!(answer.status, 401);
     assert!(answer.closes(), "{:?}", answer.headers);
 }
+
+#[tokio::test]
+async fn sse_as_a_later_request_of_a_keep_alive_connection() {
+    // Not the first request of its connection: served through hyper (the
+    // raw path only takes fresh connections), with the same events.
+    let s = start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: push\r\n\r\n")
+        .await
+        .expect("first request");
+    let mut buf = Vec::new();
+    let first = read_answer(&mut tcp, &mut buf, "healthz").await;
+    assert_eq!(first.status, 200);
+    tcp.write_all(b"GET /sse?channels=later HTTP/1.1\r\nhost: push\r\n\r\n")
+        .await
+        .expect("stream request");
+    let head = read_until(&mut tcp, "stream opening", |got| {
+        let text = String::from_utf8_lossy(got);
+        text.contains("retry: 2000").then(|| text.into_owned())
+    })
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let id = publish(&s, "later", "42").await;
+    let events = read_until(&mut tcp, "the published message", |got| {
+        let text = String::from_utf8_lossy(got);
+        text.contains("event: message").then(|| text.into_owned())
+    })
+    .await;
+    assert!(events.contains(&format!("\"id\":\"{id}\"")), "{events}");
+}
