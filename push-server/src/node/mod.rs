@@ -8,7 +8,7 @@
 //! and WebSocket publishes are checked in one order and counted once.
 
 mod admit;
-pub(crate) mod hub;
+mod hub;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,9 @@ use crate::protocol::message::validate_channel;
 use crate::protocol::{Channel, Data, Error, ErrorCode, MessageId};
 
 pub(crate) use admit::ConnPermit;
-use hub::{ConnShared, Hub, Receiver, Registry, Session, SubscribeError, Subscribed};
+/// What a connection holds of the hub: its session and queue.
+pub(crate) use hub::{ConnShared, Inbound, Receiver, Session, Subscribed, WRITE_BATCH};
+use hub::{Hub, Registry, SubscribeError};
 
 /// Why the node could not be built.
 #[derive(Debug, thiserror::Error)]

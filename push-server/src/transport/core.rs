@@ -26,8 +26,9 @@ use super::acks::{AckLimits, Acks, Overflow};
 use crate::auth::Principal;
 use crate::config::Config;
 use crate::metrics;
-use crate::node::hub::{ConnShared, Inbound, Receiver, Session, Subscribed, WRITE_BATCH};
-use crate::node::{ConnPermit, Node};
+use crate::node::{
+    ConnPermit, ConnShared, Inbound, Node, Receiver, Session, Subscribed, WRITE_BATCH,
+};
 use crate::protocol::frames::{self, ClientCommand, FrameError};
 use crate::protocol::{Channel, Data, Disconnect, Error, ErrorCode, Message, MessageId};
 
@@ -196,10 +197,11 @@ fn count_delivered(node: &Node, kind: metrics::Transport, batch: &[Arc<Message>]
     }
 }
 
-/// The core with its transport.
+/// The core with its transport. The socket is dropped first, the permit
+/// (in `core`) last: the drain waits until the connection is really closed.
 struct Conn<T> {
-    core: Core,
     io: T,
+    core: Core,
 }
 
 /// Deadlines of one connection; the timer sleeps until the earliest.
