@@ -78,7 +78,7 @@ pub(crate) trait Transport: Send {
     fn recv(&mut self) -> impl Future<Output = Received> + Send;
 
     /// Says why the connection ends (best effort, briefly) and closes it.
-    fn close(&mut self, why: Option<Disconnect>, retry_ms: u64) -> impl Future<Output = ()> + Send;
+    fn close(&mut self, why: Disconnect, retry_ms: u64) -> impl Future<Output = ()> + Send;
 }
 
 /// A connection's state without its socket: built (and, for SSE, subscribed)
@@ -180,7 +180,7 @@ impl Core {
             };
             if let End::Disconnect(why) = end {
                 let retry = conn.core.node.retry_ms();
-                Box::pin(conn.io.close(Some(why), retry)).await;
+                Box::pin(conn.io.close(why, retry)).await;
             }
         }
     }

@@ -14,7 +14,7 @@ enum Out {
     Frame(serde_json::Value),
     Messages(Vec<MessageId>),
     Heartbeat,
-    Close(Option<Disconnect>),
+    Close(Disconnect),
 }
 
 type Log = Arc<Mutex<Vec<(Duration, Out)>>>;
@@ -64,7 +64,7 @@ impl Transport for Mock {
         }
     }
 
-    async fn close(&mut self, why: Option<Disconnect>, _retry_ms: u64) {
+    async fn close(&mut self, why: Disconnect, _retry_ms: u64) {
         self.push(Out::Close(why));
     }
 }
@@ -147,7 +147,7 @@ async fn welcome_heartbeats_then_idle_timeout() {
         [
             (secs(2), Out::Heartbeat),
             (secs(4), Out::Heartbeat),
-            (secs(5), Out::Close(Some(Disconnect::IdleTimeout))),
+            (secs(5), Out::Close(Disconnect::IdleTimeout)),
         ]
     );
 }
@@ -159,10 +159,7 @@ async fn activity_postpones_the_idle_timeout() {
     tokio::time::sleep(secs(3)).await;
     conn.tx.send(Received::Activity).unwrap();
     let log = conn.ended().await;
-    assert_eq!(
-        last(&log),
-        (secs(8), Out::Close(Some(Disconnect::IdleTimeout)))
-    );
+    assert_eq!(last(&log), (secs(8), Out::Close(Disconnect::IdleTimeout)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,7 +176,7 @@ async fn lifetime_asks_to_reconnect_within_ten_percent() {
         .ended()
         .await;
     let (at, out) = last(&log);
-    assert_eq!(out, Out::Close(Some(Disconnect::MaxLifetime)));
+    assert_eq!(out, Out::Close(Disconnect::MaxLifetime));
     assert!(at >= secs(90) && at <= secs(110), "{at:?}");
 }
 
@@ -197,7 +194,7 @@ async fn drain_spreads_reconnects_over_the_drain_period() {
     tokio::time::sleep(secs(1)).await;
     node.start_drain();
     let (at, out) = last(&conn.ended().await);
-    assert_eq!(out, Out::Close(Some(Disconnect::Draining)));
+    assert_eq!(out, Out::Close(Disconnect::Draining));
     assert!(at >= secs(1) && at <= secs(9), "{at:?}");
 }
 
@@ -215,7 +212,7 @@ async fn token_expiry_asks_to_reconnect() {
         expires: Some(now + 30),
     };
     let (at, out) = last(&Running::start(&node, principal, &[]).ended().await);
-    assert_eq!(out, Out::Close(Some(Disconnect::TokenExpired)));
+    assert_eq!(out, Out::Close(Disconnect::TokenExpired));
     assert!(at >= secs(29) && at <= secs(30), "{at:?}");
 }
 
@@ -233,7 +230,7 @@ async fn queue_overflow_is_a_slow_consumer() {
             .unwrap();
     }
     let log = conn.ended().await;
-    assert_eq!(last(&log).1, Out::Close(Some(Disconnect::SlowConsumer)));
+    assert_eq!(last(&log).1, Out::Close(Disconnect::SlowConsumer));
     assert_eq!(node.metrics.slow_consumer_disconnects.get(), 1);
 }
 

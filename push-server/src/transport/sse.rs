@@ -138,8 +138,8 @@ impl<S: EventSink> Transport for Sse<S> {
         Received::Gone
     }
 
-    async fn close(&mut self, why: Option<Disconnect>, retry_ms: u64) {
-        if let Some(event) = why.and_then(|w| w.sse_event(retry_ms)) {
+    async fn close(&mut self, why: Disconnect, retry_ms: u64) {
+        if let Some(event) = why.sse_event(retry_ms) {
             // Best effort, briefly, even when the reason is a kick.
             let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.write(event)).await;
         }

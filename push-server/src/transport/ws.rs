@@ -72,8 +72,7 @@ impl Transport for Ws {
         }
     }
 
-    async fn close(&mut self, why: Option<Disconnect>, retry_ms: u64) {
-        let Some(why) = why else { return };
+    async fn close(&mut self, why: Disconnect, retry_ms: u64) {
         if let Some(frame) = why.ws_frame(retry_ms) {
             let _ = tokio::time::timeout(GOODBYE, self.0.send(WsMessage::Text(frame.into()))).await;
         }
