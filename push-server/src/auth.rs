@@ -1,4 +1,4 @@
-//! Who may subscribe and publish (SPEC §7).
+//! Who may subscribe and publish (docs/security.md, docs/protocol.md).
 //!
 //! - Subscribers present a JWT (`token` query parameter — browsers cannot set
 //!   WebSocket headers — or `Authorization: Bearer`). Auth is off unless
@@ -17,14 +17,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::protocol::{Error, ErrorCode};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
@@ -61,18 +61,18 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Missing => "unauthorized",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid | AuthError::Invalid(_) => "invalid_token",
+            AuthError::Missing => ErrorCode::Unauthorized,
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::NotYetValid | AuthError::Invalid(_) => ErrorCode::InvalidToken,
         }
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Error {
+        Error::new(e.code(), e.to_string())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Settings: one name used three ways (SPEC §10) — flag `--max-connections`,
+//! Settings (docs/operations.md): one name used three ways — flag `--max-connections`,
 //! variable `PUSH_MAX_CONNECTIONS`, YAML key `max_connections` in `--config`.
 //!
 //! Precedence: flag > environment > YAML file > default. The YAML file is
@@ -273,11 +273,6 @@ impl Config {
             return invalid("write_delay", "must be at most 1s");
         }
         Ok(())
-    }
-
-    /// Whether history is kept at all (`history_size` and `history_ttl` above 0).
-    pub fn history_enabled(&self) -> bool {
-        self.history_size > 0 && !self.history_ttl.is_zero()
     }
 }
 

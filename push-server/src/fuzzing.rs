@@ -7,11 +7,11 @@
 
 use std::str::FromStr;
 
-use axum::http::{header, HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use crate::message::{check_depth, compact_json, MessageId};
-use crate::transport::cursor;
+use crate::protocol::frames::{self, ClientCommand};
+use crate::protocol::message::{check_depth, compact_json, validate_channel};
+use crate::protocol::{cursor, Data, MessageId};
 
 /// `<ms>-<seq>` ids: what parses prints back to itself, and orders as the
 /// `(ms, seq)` pair it prints.
@@ -55,15 +55,13 @@ pub fn publish_body(data: &[u8]) {
     let Some((&kind, body)) = data.split_first() else {
         return;
     };
-    let mut headers = HeaderMap::new();
     let json = kind % 2 == 0;
-    if json {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    let Ok(stored) = crate::api::encode_data(&headers, body) else {
+    let data = if json {
+        Data::JsonBody(body)
+    } else {
+        Data::Text(body)
+    };
+    let Ok(stored) = data.encode() else {
         return;
     };
     assert!(!stored.contains(&b'\n'), "raw newline in {stored:?}");
@@ -108,42 +106,39 @@ pub fn config_yaml(data: &[u8]) {
     });
 }
 
-/// WebSocket text frames through the decoding steps of a connection
-/// (JSON frame, channel, `since`, `id`, `data` depth and compaction): a
-/// decoded `data` compacts to the same JSON value with no raw newline.
+/// WebSocket text frames through the parser of client frames
+/// (`protocol::frames`) and the publish path's data checks: a parsed
+/// channel is valid where the parser checks it, ids print back to
+/// themselves, and a publish's `data` compacts to the same JSON value with
+/// no raw newline.
 pub fn ws_text_frame(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Some(frame) = crate::transport::ws::decode_for_fuzzing(text) else {
+    let Ok(command) = frames::parse(text) else {
         return;
     };
-    if let Some(channel) = &frame.channel {
-        let _ = crate::message::validate_channel(channel);
-    }
-    for id in [&frame.since, &frame.id].into_iter().flatten() {
-        message_id(id.as_bytes());
-    }
-    if let Some(raw) = &frame.data {
-        if check_depth(raw.as_bytes()).is_ok() {
-            let compact = compact_json(raw.as_bytes());
-            assert!(!compact.contains(&b'\n'));
-            if let Ok(want) = serde_json::from_str::<Value>(raw) {
-                let got: Value = serde_json::from_slice(&compact).expect("compacted data is JSON");
-                assert_eq!(got, want);
+    match command {
+        ClientCommand::Subscribe { channel, since, .. } => {
+            assert!(validate_channel(&channel).is_ok(), "{channel:?}");
+            if let Some(id) = since {
+                message_id(id.to_string().as_bytes());
             }
         }
+        ClientCommand::Ack { id: Some(id), .. } => message_id(id.to_string().as_bytes()),
+        ClientCommand::Publish { data: raw, .. } => {
+            if let Ok(compact) = Data::Json(raw).encode() {
+                assert!(!compact.contains(&b'\n'));
+                if let Ok(want) = serde_json::from_str::<Value>(raw.get()) {
+                    let got: Value =
+                        serde_json::from_slice(&compact).expect("compacted data is JSON");
+                    assert_eq!(got, want);
+                }
+            } else {
+                assert!(check_depth(raw.get().as_bytes()).is_err());
+            }
+            assert!(compact_json(raw.get().as_bytes()).len() <= raw.get().len());
+        }
+        _ => {}
     }
-}
-
-/// A client frame as a connection decodes it (see `transport::ws`).
-#[derive(Debug)]
-pub struct DecodedFrame {
-    pub kind: String,
-    pub channel: Option<String>,
-    pub since: Option<String>,
-    pub ack: bool,
-    /// The raw JSON text of `data`.
-    pub data: Option<String>,
-    pub id: Option<String>,
 }

@@ -2,44 +2,53 @@
 //!
 //! A real-time push messaging server: clients subscribe to channels over
 //! WebSocket or Server-Sent Events, backends publish over HTTP; history and
-//! gap-free resume come from the broker. See `docs/` for the protocol.
+//! gap-free resume come from the broker. `docs/protocol.md` is the wire
+//! contract; `docs/architecture.md` draws the module graph below.
 //!
 //! ## Layout
 //!
-//! Dependencies point one way: `transport` → `hub` → `broker`.
+//! Dependencies point one way, top to bottom; no module reaches up.
 //!
-//! - [`config`]: every setting, as flag, `PUSH_*` variable and YAML key.
-//! - [`message`]: channel names, message ids and the [`message::Message`]
-//!   that is encoded once and shared by every subscriber.
-//! - [`broker`]: the [`broker::Broker`] trait — publish (assigns the id,
-//!   appends history, delivers live), read history, subscribe once per
-//!   channel per node — and its in-process implementation
-//!   [`broker::memory`].
-//! - [`hub`]: local subscriptions and fan-out into bounded per-connection
-//!   queues; slow consumers; the per-connection [`hub::Session`] that makes
-//!   resume gap-free and duplicate-free.
-//! - [`transport`]: the WebSocket and SSE protocols on top of a session;
-//!   SSE requests skip hyper and are served on the raw socket (memory), and
-//!   [`transport::acks`] holds the acknowledged-delivery policy.
-//! - [`api`]: publish, history and presence over HTTP.
-//! - [`auth`]: who may subscribe and publish.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`server`]: shared state, admission, router, start-up and drain.
-//! - [`error`]: the JSON error of every HTTP endpoint.
-//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`.
+//! - `http`: the accept loop, hyper, the router and the handlers of the API
+//!   (`http::api`), the WebSocket handshake (`http::ws`), SSE on the raw
+//!   socket or through hyper (`http::sse`), the one origin policy
+//!   (`http::origin`) and unread request bodies (`http::body`). Holds
+//!   [`Server`], the crate's entry point.
+//! - `transport`: one connection's life, written once over a small
+//!   `Transport` trait (`transport::core`): subscriptions, resume,
+//!   heartbeats, idle timeout, lifetime, drain, token expiry, slow
+//!   consumers, acknowledged delivery (`transport::acks`). WebSocket and SSE
+//!   supply framing and I/O only (`transport::ws`, `transport::sse`).
+//! - `node`: the facade handlers and connections talk to — subscribe,
+//!   resume, publish (the one publish path), history, presence, admission,
+//!   the drain — over the hub (`node::hub`: local subscriptions and fan-out
+//!   into bounded per-connection queues), the broker and auth.
+//! - `broker`: the `Broker` trait — publish (assigns the id, appends
+//!   history, delivers live), read history, subscribe once per channel per
+//!   node — in process (`broker::memory`) or on Redis (`broker::redis`).
+//! - `auth`: who may subscribe and publish (JWT, publish keys).
+//! - `protocol`: the wire contract without I/O — channel names, message ids
+//!   and the pre-encoded `Message` shared by every subscriber, SSE cursors,
+//!   client frames parsed into a `ClientCommand`, server frames, and the one
+//!   error vocabulary (`ErrorCode`, `Error`, `Disconnect`).
+//! - [`config`] and `metrics`: every setting; Prometheus metrics. Used by
+//!   every layer, they use none.
+//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`,
+//!   which call `protocol` and `config`.
+//!
+//! Only [`Server`], [`Config`] (with [`config`]), [`HEADER_READ_TIMEOUT`] and
+//! the fuzzing entry points are public: what the binary and the tests use.
 
-pub mod api;
-pub mod auth;
-pub mod broker;
+mod auth;
+mod broker;
 pub mod config;
-pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod hub;
-pub mod message;
-pub mod metrics;
-pub mod server;
-pub mod transport;
+mod http;
+mod metrics;
+mod node;
+mod protocol;
+mod transport;
 
 pub use config::Config;
-pub use server::Server;
+pub use http::{Server, StartError, HEADER_READ_TIMEOUT};

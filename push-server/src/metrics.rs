@@ -1,4 +1,4 @@
-//! Prometheus metrics of SPEC §10, with prometheus-client.
+//! Prometheus metrics (docs/operations.md), with prometheus-client.
 //!
 //! Handles for each label value are resolved once at start-up, so the hot
 //! path only touches atomics.
@@ -69,94 +69,70 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let connections = Family::<TransportLabel, Gauge>::default();
-        let opened = Family::<TransportLabel, Counter>::default();
-        let delivered = Family::<TransportLabel, Counter>::default();
-        let subscriptions = Gauge::default();
-        let published = Counter::default();
+        let mut r = Registry::default();
+        let connections: Family<TransportLabel, Gauge> =
+            registered(&mut r, "push_connections", "Open client connections");
+        let opened: Family<TransportLabel, Counter> = registered(
+            &mut r,
+            "push_connections_opened",
+            "Client connections accepted",
+        );
+        let subscriptions =
+            registered(&mut r, "push_subscriptions", "Active channel subscriptions");
+        let published = registered(
+            &mut r,
+            "push_messages_published",
+            "Messages accepted by publish on this node",
+        );
+        let delivered: Family<TransportLabel, Counter> = registered(
+            &mut r,
+            "push_messages_delivered",
+            "Messages written to clients",
+        );
         let delivery_latency = Histogram::new([
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
-        let slow = Counter::default();
-        let broker_up = Gauge::default();
-        let acks = Counter::default();
-        let redeliveries = Counter::default();
-        let ack_latency = Histogram::new([
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
-
-        registry.register(
-            "push_connections",
-            "Open client connections",
-            connections.clone(),
-        );
-        registry.register(
-            "push_connections_opened",
-            "Client connections accepted",
-            opened.clone(),
-        );
-        registry.register(
-            "push_subscriptions",
-            "Active channel subscriptions",
-            subscriptions.clone(),
-        );
-        registry.register(
-            "push_messages_published",
-            "Messages accepted by publish on this node",
-            published.clone(),
-        );
-        registry.register(
-            "push_messages_delivered",
-            "Messages written to clients",
-            delivered.clone(),
-        );
-        registry.register(
+        r.register(
             "push_delivery_latency_seconds",
             "Time from publish accepted to message written to the client",
             delivery_latency.clone(),
         );
-        registry.register(
+        let slow_consumer_disconnects = registered(
+            &mut r,
             "push_slow_consumer_disconnects",
             "Connections closed because they could not keep up",
-            slow.clone(),
         );
-        registry.register(
-            "push_broker_up",
-            "1 while the broker is reachable",
-            broker_up.clone(),
-        );
-        registry.register("push_acks", "Acknowledgements received", acks.clone());
-        registry.register(
+        let broker_up = registered(&mut r, "push_broker_up", "1 while the broker is reachable");
+        let acks = registered(&mut r, "push_acks", "Acknowledgements received");
+        let redeliveries = registered(
+            &mut r,
             "push_redeliveries",
             "Messages redelivered for lack of an ack",
-            redeliveries.clone(),
         );
-        registry.register(
+        let ack_latency = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        r.register(
             "push_ack_latency_seconds",
             "Time from first send to ack",
             ack_latency.clone(),
         );
-
-        let handles = |t| TransportMetrics {
-            connections: connections
-                .get_or_create(&TransportLabel { transport: t })
-                .clone(),
-            opened: opened
-                .get_or_create(&TransportLabel { transport: t })
-                .clone(),
-            delivered: delivered
-                .get_or_create(&TransportLabel { transport: t })
-                .clone(),
+        let handles = |t| {
+            let label = TransportLabel { transport: t };
+            TransportMetrics {
+                connections: connections.get_or_create(&label).clone(),
+                opened: opened.get_or_create(&label).clone(),
+                delivered: delivered.get_or_create(&label).clone(),
+            }
         };
         Metrics {
             ws: handles(Transport::Ws),
             sse: handles(Transport::Sse),
-            registry,
+            registry: r,
             subscriptions,
             published,
             delivery_latency,
-            slow_consumer_disconnects: slow,
+            slow_consumer_disconnects,
             broker_up,
             acks,
             redeliveries,
@@ -185,4 +161,14 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A new metric of type `M`, registered under `name`; the handle to keep.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }

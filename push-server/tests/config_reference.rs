@@ -171,7 +171,7 @@ fn configuration_reference_matches_help() {
     let help = String::from_utf8(out.stdout).expect("utf-8 help");
     let settings = parse_help(&help);
 
-    // Every SPEC §10 setting is there, under its one name used three ways.
+    // Every setting of docs/operations.md is there, under its one name used three ways.
     let spec = [
         "config",
         "listen",

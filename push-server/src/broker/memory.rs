@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::future::{self, BoxFuture, FutureExt};
 
 use super::{Broker, BrokerError, History, Sink};
-use crate::message::{now_ms, Channel, Message, MessageId};
+use crate::protocol::message::{now_ms, Channel, Message, MessageId};
 
 const SHARDS: usize = 64;
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use crate::message::{Channel, Message, MessageId};
+use crate::protocol::message::{Channel, Message, MessageId};
 
 /// Where a broker delivers messages: the hub.
 pub trait Sink: Send + Sync + 'static {

@@ -1,6 +1,6 @@
 //! Acknowledged delivery for WebSocket subscriptions with `ack:true`.
 //!
-//! Policy (SPEC §5), decided here and nowhere else:
+//! Policy (docs/delivery.md), decided here and nowhere else:
 //! - At most `ack_window` messages of a subscription are in flight
 //!   (sent, not acked). Further messages wait in the subscription's pending
 //!   queue, bounded by `outbound_queue`: when it overflows, the connection is
@@ -17,9 +17,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::message::{Channel, Message, MessageId};
+use tokio::time::Instant;
+
+use crate::protocol::{Channel, Message, MessageId};
 
 /// Limits of acknowledged delivery.
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +204,7 @@ mod tests {
             "a".into(),
             MessageId::new(1, seq),
             b"0",
-            Instant::now(),
+            std::time::Instant::now(),
         ))
     }
 

@@ -132,7 +132,7 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Checks the SPEC §4 error shape and returns the code.
+    /// Checks the error shape of docs/protocol.md and returns the code.
     pub fn error_code(&self) -> Result<String, String> {
         if self.header("content-type") != Some("application/json") {
             return Err(format!("error without JSON content type: {self:?}"));

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use push_server::server::HEADER_READ_TIMEOUT;
+use push_server::HEADER_READ_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMsg;

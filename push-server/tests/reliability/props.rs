@@ -96,7 +96,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", UNIQUE.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The channel-name oracle of SPEC §2.
+/// The channel-name oracle of docs/protocol.md.
 pub fn valid_channel(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name
@@ -104,7 +104,7 @@ pub fn valid_channel(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b))
 }
 
-/// The message-id oracle of SPEC §3: `<ms>-<seq>`, two u64 in decimal.
+/// The message-id oracle of docs/protocol.md: `<ms>-<seq>`, two u64 in decimal.
 pub fn valid_id(s: &str) -> bool {
     let Some((a, b)) = s.split_once('-') else {
         return false;

@@ -1,4 +1,4 @@
-//! Acknowledged delivery (SPEC §5, `ack:true`) with a real WebSocket client.
+//! Acknowledged delivery (docs/delivery.md, `ack:true`) with a real WebSocket client.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! JWT auth, publish keys, limits (SPEC §7, §8) with tokens made here.
+//! JWT auth, publish keys, limits (docs/security.md) with tokens made here.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -5,6 +5,7 @@ mod acks;
 mod api;
 mod auth;
 mod common;
+mod keepalive;
 mod lifecycle;
 mod sse;
 mod ws;

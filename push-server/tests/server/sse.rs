@@ -1,4 +1,4 @@
-//! The SSE protocol (SPEC §6) with a real streaming HTTP client.
+//! The SSE protocol (docs/protocol.md) with a real streaming HTTP client.
 
 use std::collections::HashMap;
 

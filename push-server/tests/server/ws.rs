@@ -1,4 +1,4 @@
-//! The WebSocket protocol (SPEC §5) with a real client.
+//! The WebSocket protocol (docs/protocol.md) with a real client.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -26,7 +26,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use redis::{Script, Value};
 
 use super::{Broker, BrokerError, History, Presence, Sink};
-use crate::message::{Channel, Message, MessageId};
+use crate::protocol::message::{Channel, Message, MessageId};
 use conn::{unavailable, Commands, Conn};
 pub use conn::{Target, TargetError};
 

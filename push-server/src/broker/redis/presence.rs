@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::Conn;
 use super::Shared;
 use crate::broker::{BrokerError, Presence};
-use crate::message::Channel;
+use crate::protocol::message::Channel;
 
 /// How often local presence is compared with what was written.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -87,53 +87,12 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             }
             continue;
         }
-        let mut now: HashMap<Channel, String> = HashMap::new();
-        for channel in shared.sink.channels() {
-            let (count, users) = shared.sink.local_presence(&channel);
-            if count > 0 {
-                now.insert(channel, encode(count, &users));
-            }
-        }
+        let now = local_presence(&shared);
         let mut batch = Batch::new(shared.commands.target().is_cluster());
-        for (channel, value) in &now {
-            if full || written.get(channel) != Some(value) {
-                let key = presence_key(channel);
-                batch
-                    .pipe_for(&key)
-                    .cmd("HSET")
-                    .arg(&key)
-                    .arg(&node)
-                    .arg(value)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(HASH_TTL.as_millis() as u64)
-                    .ignore();
-            }
-        }
-        for channel in written.keys().filter(|c| !now.contains_key(*c)) {
-            let key = presence_key(channel);
-            batch
-                .pipe_for(&key)
-                .cmd("HDEL")
-                .arg(&key)
-                .arg(&node)
-                .ignore();
-        }
+        changes(&mut batch, &node, &now, &written, full);
         let mut writes = vec![pipe];
         writes.extend(batch.into_pipelines());
-        // A few in flight at once.
-        let mut ok = true;
-        for wave in writes.chunks(8) {
-            let calls = wave.iter().map(|p| {
-                let p = p.clone();
-                shared.commands.run(move |mut c: Conn| {
-                    async move { p.query_async::<()>(&mut c).await }.boxed()
-                })
-            });
-            ok &= future::join_all(calls).await.iter().all(Result::is_ok);
-        }
-        if ok {
+        if run_all(&shared, &writes).await {
             written = now;
             scanned = version;
             if full {
@@ -145,6 +104,69 @@ pub async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             scanned = None;
         }
     }
+}
+
+/// This node's numbers per channel, encoded as Redis holds them.
+fn local_presence(shared: &Shared) -> HashMap<Channel, String> {
+    let mut now = HashMap::new();
+    for channel in shared.sink.channels() {
+        let (count, users) = shared.sink.local_presence(&channel);
+        if count > 0 {
+            now.insert(channel, encode(count, &users));
+        }
+    }
+    now
+}
+
+/// The writes that bring Redis from `written` to `now` (all of `now` when
+/// `full`).
+fn changes(
+    batch: &mut Batch,
+    node: &str,
+    now: &HashMap<Channel, String>,
+    written: &HashMap<Channel, String>,
+    full: bool,
+) {
+    for (channel, value) in now {
+        if full || written.get(channel) != Some(value) {
+            let key = presence_key(channel);
+            batch
+                .pipe_for(&key)
+                .cmd("HSET")
+                .arg(&key)
+                .arg(node)
+                .arg(value)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(HASH_TTL.as_millis() as u64)
+                .ignore();
+        }
+    }
+    for channel in written.keys().filter(|c| !now.contains_key(*c)) {
+        let key = presence_key(channel);
+        batch
+            .pipe_for(&key)
+            .cmd("HDEL")
+            .arg(&key)
+            .arg(node)
+            .ignore();
+    }
+}
+
+/// Runs the pipelines, a few in flight at once; whether all succeeded.
+async fn run_all(shared: &Shared, writes: &[redis::Pipeline]) -> bool {
+    let mut ok = true;
+    for wave in writes.chunks(8) {
+        let calls = wave.iter().map(|p| {
+            let p = p.clone();
+            shared
+                .commands
+                .run(move |mut c: Conn| async move { p.query_async::<()>(&mut c).await }.boxed())
+        });
+        ok &= future::join_all(calls).await.iter().all(Result::is_ok);
+    }
+    ok
 }
 
 /// Presence writes grouped into few pipelines. One pipeline per key made a

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{is_connection_error, redis_err, unavailable, RESPONSE_TIMEOUT};
 use super::{channel_of, parse_payload, pubsub_channel, slot, Shared};
 use crate::broker::BrokerError;
-use crate::message::{now_ms, Channel, Message, MessageId};
+use crate::protocol::message::{now_ms, Channel, Message, MessageId};
 
 /// Channels per SUBSCRIBE command when (re)subscribing many.
 const BATCH: usize = 500;
@@ -217,19 +217,8 @@ async fn control(
             Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(error = %e, "redis pub/sub connect failed");
-                // Requests that come meanwhile fail fast; their channels are
-                // remembered and subscribed on reconnect.
-                let wait = tokio::time::sleep(backoff);
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = &mut wait => break,
-                        req = ctl.recv() => match req {
-                            None => return,
-                            Some(req) => offline(&chans, req, &e),
-                        },
-                    }
+                if !wait_offline(backoff, &chans, &mut ctl, &stop, &e).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -249,34 +238,71 @@ async fn control(
         backoff = Duration::from_millis(50);
         up.store(true, Ordering::Relaxed);
         tracing::info!("redis pub/sub connected");
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.reset();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ping.tick() => {
-                    if let Err(e) = conn.ping().await {
-                        tracing::warn!(error = %e, "redis pub/sub connection silent; reconnecting");
-                        break;
+        if !serve_online(&conn, &chans, &mut ctl, &mut dead, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Waits out a reconnect backoff. Requests that come meanwhile fail fast;
+/// their channels are remembered and subscribed on reconnect. False: stop.
+async fn wait_offline(
+    backoff: Duration,
+    chans: &Chans,
+    ctl: &mut mpsc::UnboundedReceiver<Ctl>,
+    stop: &CancellationToken,
+    err: &BrokerError,
+) -> bool {
+    let wait = tokio::time::sleep(backoff);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = &mut wait => return true,
+            req = ctl.recv() => match req {
+                None => return false,
+                Some(req) => offline(chans, req, err),
+            },
+        }
+    }
+}
+
+/// Serves requests on a live connection, pinging it, until it fails (true:
+/// reconnect) or the broker stops (false).
+async fn serve_online(
+    conn: &SubConn,
+    chans: &Chans,
+    ctl: &mut mpsc::UnboundedReceiver<Ctl>,
+    dead: &mut mpsc::UnboundedReceiver<()>,
+    stop: &CancellationToken,
+) -> bool {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = ping.tick() => {
+                if let Err(e) = conn.ping().await {
+                    tracing::warn!(error = %e, "redis pub/sub connection silent; reconnecting");
+                    return true;
+                }
+            }
+            _ = dead.recv() => {
+                tracing::warn!("redis pub/sub connection lost; resubscribing");
+                return true;
+            }
+            req = ctl.recv() => {
+                let Some(req) = req else { return false };
+                let mut batch = vec![req];
+                while batch.len() < BATCH {
+                    match ctl.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
                     }
                 }
-                _ = dead.recv() => {
-                    tracing::warn!("redis pub/sub connection lost; resubscribing");
-                    break;
-                }
-                req = ctl.recv() => {
-                    let Some(req) = req else { return };
-                    let mut batch = vec![req];
-                    while batch.len() < BATCH {
-                        match ctl.try_recv() {
-                            Ok(r) => batch.push(r),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(e) = online(&chans, &conn, batch).await {
-                        tracing::warn!(error = %e, "redis pub/sub command failed; reconnecting");
-                        break;
-                    }
+                if let Err(e) = online(chans, conn, batch).await {
+                    tracing::warn!(error = %e, "redis pub/sub command failed; reconnecting");
+                    return true;
                 }
             }
         }

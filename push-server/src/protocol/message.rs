@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Longest channel name accepted (SPEC §2).
+/// Longest channel name accepted (docs/protocol.md, "Channels and messages").
 pub const MAX_CHANNEL_LEN: usize = 128;
 
 /// A validated channel name, cheap to clone.
@@ -29,7 +29,7 @@ pub enum ChannelError {
     BadChar(String),
 }
 
-/// Checks a channel name against SPEC §2: 1–128 chars of `[A-Za-z0-9_.:@-]`.
+/// Checks a channel name (docs/protocol.md): 1–128 chars of `[A-Za-z0-9_.:@-]`.
 pub fn validate_channel(name: &str) -> Result<(), ChannelError> {
     if name.is_empty() {
         return Err(ChannelError::Empty);
@@ -201,14 +201,6 @@ impl Message {
         self.sse_event
             .slice(SSE_PREFIX.len()..self.sse_event.len() - 2)
     }
-
-    /// The `data` JSON value.
-    pub fn data(&self) -> &[u8] {
-        let env = &self.sse_event[SSE_PREFIX.len()..self.sse_event.len() - 2];
-        let start = b"{\"channel\":\"".len() + self.channel.len() + b"\",\"id\":\"".len();
-        let id_len = env[start..].iter().position(|&b| b == b'"').unwrap_or(0);
-        &env[start + id_len + b"\",\"data\":".len()..env.len() - 1]
-    }
 }
 
 /// Deepest nesting of arrays and objects accepted in a message's `data`.
@@ -357,7 +349,6 @@ mod tests {
             r#"{"type":"message","channel":"news","id":"7-1","data":{"a":[1,2]}}"#
         );
         assert_eq!(&m.sse_event()[..], b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
-        assert_eq!(m.data(), br#"{"a":[1,2]}"#);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `1732800000000-0` for one channel, `1732800000000-0,1732800000042-3` for
 //! two. Ids are cluster-wide, so a cursor works on any node.
 
-use crate::message::MessageId;
+use super::message::MessageId;
 
 /// A cursor that does not fit the stream's channels.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,8 +28,8 @@ use slab::Slab;
 use tokio::sync::Notify;
 
 use crate::broker::{Broker, BrokerError, Sink};
-use crate::message::{Channel, Message, MessageId};
 use crate::metrics::Metrics;
+use crate::protocol::{Channel, Disconnect, Message, MessageId};
 
 const SHARDS: usize = 64;
 
@@ -46,11 +46,11 @@ pub enum Kick {
 }
 
 impl Kick {
-    /// The `reason` of the `reconnect` the client gets.
-    pub fn reason(self) -> &'static str {
+    /// How the connection ends.
+    pub fn disconnect(self) -> Disconnect {
         match self {
-            Kick::SlowConsumer => "slow_consumer",
-            Kick::BrokerGap => "broker_gap",
+            Kick::SlowConsumer => Disconnect::SlowConsumer,
+            Kick::BrokerGap => Disconnect::BrokerGap,
         }
     }
 }
@@ -193,15 +193,27 @@ impl ConnShared {
     }
 
     /// Marks the connection for closing and wakes every waiter of
-    /// [`ConnShared::kicked`]; the first reason wins.
-    pub fn kick(&self, why: Kick) {
-        if self
+    /// [`ConnShared::kicked`]; the first reason wins. Whether this call was
+    /// the first.
+    fn kick(&self, why: Kick) -> bool {
+        let first = self
             .kick
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if first {
             self.waker.wake();
             self.kicked.notify_waiters();
+        }
+        first
+    }
+
+    /// Kicks a slow consumer, counted once per connection. The one place a
+    /// slow consumer is decided to be one: its queue (hub) or its ack
+    /// pending queue (connection) overflowed. Nothing is dropped silently:
+    /// the client is told to reconnect and resumes from history.
+    fn kick_slow(&self, metrics: &Metrics) {
+        if self.kick(Kick::SlowConsumer) {
+            metrics.slow_consumer_disconnects.inc();
         }
     }
 
@@ -302,10 +314,7 @@ impl Sink for Registry {
         st.last = msg.id;
         for (_, conn) in st.subs.iter() {
             if let Err(PushError::Full) = conn.push(msg.clone()) {
-                if conn.kick.load(Ordering::Relaxed) == 0 {
-                    self.metrics.slow_consumer_disconnects.inc();
-                }
-                conn.kick(Kick::SlowConsumer);
+                conn.kick_slow(&self.metrics);
             }
         }
     }
@@ -342,12 +351,24 @@ impl Sink for Registry {
 
 /// The hub: registry plus broker.
 pub struct Hub {
-    pub registry: Arc<Registry>,
-    pub broker: Arc<dyn Broker>,
-    pub metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
+    pub fn new(registry: Arc<Registry>, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            registry,
+            broker,
+            metrics,
+        }
+    }
+
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.broker
+    }
+
     /// Adds `conn` to `channel`'s subscribers; subscribes at the broker if it
     /// is the first. Returns the slot and the broker readiness to await.
     fn register(&self, channel: &Channel, conn: &Arc<ConnShared>) -> (usize, Option<Ready>) {
@@ -463,14 +484,6 @@ impl Session {
         self.subs.iter().any(|s| &*s.channel == channel)
     }
 
-    pub fn len(&self) -> usize {
-        self.subs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.subs.is_empty()
-    }
-
     /// Subscribes: live delivery is registered **before** history is read,
     /// so every message after `since` is in the history page, in the queue,
     /// or both — and [`Session::accept`] drops the "both".
@@ -525,6 +538,11 @@ impl Session {
         }
     }
 
+    /// The connection cannot keep up (its ack pending queue overflowed).
+    pub fn kick_slow(&self) {
+        self.shared.kick_slow(&self.hub.metrics);
+    }
+
     /// Removes a subscription; false if there was none.
     pub fn unsubscribe(&mut self, channel: &str) -> bool {
         let Some(i) = self.subs.iter().position(|s| &*s.channel == channel) else {
@@ -547,14 +565,6 @@ impl Session {
             _ => false,
         }
     }
-
-    /// The newest id sent on `channel`.
-    pub fn position(&self, channel: &str) -> Option<MessageId> {
-        self.subs
-            .iter()
-            .find(|s| &*s.channel == channel)
-            .map(|s| s.last)
-    }
 }
 
 impl Drop for Session {
@@ -565,3 +575,7 @@ impl Drop for Session {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -1,0 +1,277 @@
+//! The HTTP layer: the accept loop, hyper with upgrades, the router and its
+//! handlers; the raw SSE fast path ([`sse`]); the one origin policy
+//! ([`origin`]); what happens to unread request bodies ([`body`]).
+//!
+//! Handlers translate HTTP into calls on the [`Node`] and [`Error`]s into
+//! answers: `{"error":{"code","message"}}` with the code's status.
+
+mod api;
+mod body;
+mod origin;
+mod sse;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::node::{Node, NodeError};
+use crate::protocol::{Error, ErrorCode};
+use origin::Origins;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Longest wait for a request's headers (slow-loris bound); also how long an
+/// idle keep-alive connection is kept.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every handler gets.
+#[derive(Clone)]
+struct AppState {
+    node: Arc<Node>,
+    origins: Arc<Origins>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            self.http_body(),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// A running node.
+pub struct Server {
+    node: Arc<Node>,
+    addr: SocketAddr,
+    /// The accept loop.
+    http: JoinHandle<()>,
+    /// Stops accepting and asks every HTTP connection to finish.
+    stop_http: CancellationToken,
+    /// Every HTTP connection task (upgraded WebSockets leave it).
+    http_conns: TaskTracker,
+}
+
+impl Server {
+    /// Builds the node, binds the port and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let listen = config.listen;
+        let node = Node::new(config)?;
+        let bind_error = |source| StartError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let state = AppState {
+            origins: Arc::new(Origins::new(&node.config.allowed_origins)),
+            node: node.clone(),
+        };
+        let stop_http = CancellationToken::new();
+        let http_conns = TaskTracker::new();
+        let http = tokio::spawn(accept_loop(
+            state,
+            listener,
+            stop_http.clone(),
+            http_conns.clone(),
+        ));
+        tracing::info!(%addr, "push-server listening");
+        Ok(Server {
+            node,
+            addr,
+            http,
+            stop_http,
+            http_conns,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drains (readiness 503, every connection told to reconnect within the
+    /// drain period), waits until every connection left or the drain period
+    /// passed, then stops the HTTP server.
+    pub async fn shutdown(self) {
+        self.node.start_drain();
+        if let Some(left) = self.node.wait_drained().await {
+            tracing::warn!(left, "drain period over; closing the rest");
+        }
+        self.stop_http.cancel();
+        let _ = self.http.await;
+        // In-flight API requests finish; idle keep-alive connections close.
+        self.http_conns.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_conns.wait()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Accepts connections and serves HTTP/1.1 with upgrades. Our own loop (not
+/// `axum::serve`) so that every connection gets a header-read timeout, socket
+/// options, the raw SSE path, and a graceful shutdown we can wait for.
+async fn accept_loop(
+    state: AppState,
+    listener: TcpListener,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
+    let router = router(state.clone());
+    let user_timeout = state.node.config.idle_timeout;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // A peer that stops acknowledging our writes for this long fails them,
+        // so a client that stops reading cannot pin a connection forever.
+        let sock = socket2::SockRef::from(&tcp);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+
+        let router = router.clone();
+        let state = state.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            // Event streams skip hyper (see sse::serve_raw).
+            if sse::sniff(&tcp).await {
+                return sse::serve_raw(state, tcp, peer).await;
+            }
+            serve_http(router, tcp, peer, stop).await;
+        });
+    }
+}
+
+/// Serves one HTTP/1.1 connection with upgrades (WebSocket) until it ends or
+/// `stop` asks it to finish.
+async fn serve_http(
+    router: Router,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(ConnectInfo(peer));
+        let (body, unread) = body::track(body, &parts.headers);
+        let call =
+            tower::Service::call(&mut router.clone(), hyper::Request::from_parts(parts, body));
+        async move {
+            // Infallible: axum's router answers every request.
+            let resp = call.await?;
+            Ok::<_, std::convert::Infallible>(match unread {
+                Some(unread) => unread.settle(resp).await,
+                None => resp,
+            })
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let cors = state.origins.cors_layer();
+    // Publish bodies are read by the handlers with the limits of
+    // docs/protocol.md, after auth (see api::read_body).
+    Router::new()
+        .route(
+            "/api/v1/channels/{channel}/messages",
+            post(api::publish_one).get(api::history),
+        )
+        .route("/api/v1/channels/{channel}/presence", get(api::presence))
+        .route("/api/v1/publish", post(api::publish_batch))
+        .route("/sse", get(sse::handler))
+        .route("/ws", get(ws::handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Error::not_found() })
+        .method_not_allowed_fallback(|| async {
+            Error::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this path",
+            )
+        })
+        .with_state(state)
+        // Outermost, so that preflight requests never reach routing.
+        .layer(cors)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.node.ready() {
+        Err(e) => e.into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.node.metrics_text(),
+    )
+}

@@ -1,0 +1,128 @@
+//! Unit tests of the hub: fan-out, broker subscriptions, resume, slow
+//! consumers, over the memory broker.
+
+use std::time::Duration;
+
+use super::*;
+use crate::broker::memory::MemoryBroker;
+
+fn hub() -> Arc<Hub> {
+    let metrics = Arc::new(Metrics::new());
+    let registry = Registry::new(metrics.clone());
+    let broker = MemoryBroker::new(registry.clone(), 100, Duration::from_secs(60));
+    Arc::new(Hub::new(registry, broker, metrics))
+}
+
+fn session(hub: &Arc<Hub>, queue: usize) -> (Session, Receiver) {
+    let (shared, rx) = ConnShared::new(queue, None);
+    (Session::new(hub.clone(), shared, 4), rx)
+}
+
+async fn publish(hub: &Hub, channel: &str, data: &str) -> MessageId {
+    hub.broker()
+        .publish(channel.into(), data.as_bytes().to_vec().into())
+        .await
+        .expect("memory publish")
+}
+
+#[tokio::test]
+async fn fan_out_shares_one_encoded_message() {
+    let hub = hub();
+    let (mut a, rx_a) = session(&hub, 8);
+    let (mut b, rx_b) = session(&hub, 8);
+    a.subscribe("news".into(), None).await.unwrap();
+    b.subscribe("news".into(), None).await.unwrap();
+    let id = publish(&hub, "news", "1").await;
+    let (ma, mb) = (rx_a.try_recv().unwrap(), rx_b.try_recv().unwrap());
+    assert!(Arc::ptr_eq(&ma, &mb), "one Message for every subscriber");
+    assert_eq!(ma.id, id);
+    assert!(a.accept(&ma) && !a.accept(&ma), "a duplicate is refused");
+    assert!(rx_a.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn one_broker_subscription_per_channel_per_node() {
+    let hub = hub();
+    let (mut a, _rx_a) = session(&hub, 8);
+    let (mut b, _rx_b) = session(&hub, 8);
+    a.subscribe("c".into(), None).await.unwrap();
+    b.subscribe("c".into(), None).await.unwrap();
+    assert_eq!(hub.registry.channels().len(), 1);
+    assert_eq!(hub.presence("c").0, 2);
+    assert!(a.unsubscribe("c") && !a.unsubscribe("c"));
+    assert_eq!(hub.presence("c").0, 1);
+    drop(b);
+    assert!(
+        hub.registry.channels().is_empty(),
+        "last one out unsubscribes"
+    );
+}
+
+#[tokio::test]
+async fn subscribe_refusals() {
+    let hub = hub();
+    let (mut a, _rx) = session(&hub, 8);
+    a.subscribe("c".into(), None).await.unwrap();
+    assert_eq!(
+        a.subscribe("c".into(), None).await.unwrap_err(),
+        SubscribeError::AlreadySubscribed
+    );
+    for ch in ["d", "e", "f"] {
+        a.subscribe(ch.into(), None).await.unwrap();
+    }
+    assert_eq!(
+        a.subscribe("g".into(), None).await.unwrap_err(),
+        SubscribeError::TooManyChannels(4)
+    );
+}
+
+#[tokio::test]
+async fn resume_is_gap_free_and_duplicate_free() {
+    let hub = hub();
+    let first = publish(&hub, "c", "1").await;
+    let second = publish(&hub, "c", "2").await;
+    let (mut a, rx) = session(&hub, 8);
+    let sub = a.subscribe("c".into(), Some(first)).await.unwrap();
+    assert!(sub.recovered);
+    assert_eq!(
+        sub.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [second]
+    );
+    assert_eq!(sub.position, second);
+    let third = publish(&hub, "c", "3").await;
+    let m = rx.try_recv().unwrap();
+    assert!(a.accept(&m) && m.id == third);
+}
+
+#[tokio::test]
+async fn a_full_queue_kicks_a_slow_consumer_counted_once() {
+    let hub = hub();
+    let (mut slow, rx) = session(&hub, 2);
+    let (mut fine, rx_fine) = session(&hub, 8);
+    slow.subscribe("c".into(), None).await.unwrap();
+    fine.subscribe("c".into(), None).await.unwrap();
+    for i in 0..4 {
+        publish(&hub, "c", &i.to_string()).await;
+    }
+    assert_eq!(slow.shared.kick_reason(), Some(Kick::SlowConsumer));
+    assert_eq!(hub.metrics.slow_consumer_disconnects.get(), 1);
+    assert!(matches!(
+        rx.recv(false).await,
+        Inbound::Kicked(Kick::SlowConsumer)
+    ));
+    // Others are unaffected.
+    assert_eq!(fine.shared.kick_reason(), None);
+    assert!((0..4).all(|_| rx_fine.try_recv().is_some()));
+    slow.kick_slow();
+    assert_eq!(hub.metrics.slow_consumer_disconnects.get(), 1);
+}
+
+#[tokio::test]
+async fn a_dropped_receiver_closes_the_queue() {
+    let hub = hub();
+    let (mut a, rx) = session(&hub, 8);
+    a.subscribe("c".into(), None).await.unwrap();
+    drop(rx);
+    publish(&hub, "c", "1").await;
+    assert_eq!(a.shared.kick_reason(), None, "a closed queue is not slow");
+}
