@@ -443,15 +443,24 @@ cmd_down() {
   ip route del "$SERVICE_CIDR" dev "$BRIDGE" 2>/dev/null || true
   ip link del "$BRIDGE" 2>/dev/null || true
   [ -x "$KUBE_BIN/kube-proxy" ] && "$KUBE_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  # CNI portmap/bridge chains (CNI-*), in every table they use.
-  for table in nat filter; do
-    iptables -t "$table" -S 2>/dev/null | awk '$1=="-A" && ($0 ~ /CNI-/) {print}' | while read -r rule; do
-      # shellcheck disable=SC2086
-      iptables -t "$table" ${rule/-A/-D} 2>/dev/null || true
-    done
-    iptables -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^CNI-/ {print $2}' | while read -r chain; do
-      iptables -t "$table" -F "$chain" 2>/dev/null || true
-      iptables -t "$table" -X "$chain" 2>/dev/null || true
+  # What kube-proxy --cleanup leaves: the kubelet's chains (KUBE-FIREWALL,
+  # KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) and the CNI plugins' (CNI-*), in
+  # every table, IPv4 and IPv6: first the rules that jump to them, then the chains.
+  local ipt table chain rule
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for table in filter nat mangle; do
+      "$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-A" && $2 !~ /^(KUBE-|CNI-)/ && / -j (KUBE-|CNI-)/' |
+        while read -r rule; do
+          # -S quotes comments the way a shell reads them.
+          eval "$ipt -t $table ${rule/-A/-D}" 2>/dev/null || true
+        done
+      for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^(KUBE-|CNI-)/ {print $2}'); do
+        "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^(KUBE-|CNI-)/ {print $2}'); do
+        "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+      done
     done
   done
   rm -rf "$RUN"
