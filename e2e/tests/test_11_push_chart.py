@@ -35,6 +35,11 @@ def server_pods(ns):
     return [p for p in pods if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
 
 
+def service_backends(ns, service):
+    slices = kjson("-n", ns, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}")["items"]
+    return {e["targetRef"]["name"] for sl in slices for e in sl.get("endpoints") or []}
+
+
 def test_traffic_across_pods(release):
     ns = release["ns"]
     pods = wait_until("two ready push pods", 120, lambda: server_pods(ns) if len(server_pods(ns)) == 2 else None)
@@ -61,8 +66,15 @@ def test_upgrade_rolls_the_pods(release):
     cm = next(c for c in kjson("-n", ns, "get", "configmaps")["items"] if "config.yaml" in c.get("data", {}))
     assert "heartbeat: 20s" in cm["data"]["config.yaml"]
     wait_until("new pods", 300, lambda: len(server_pods(ns)) == 2 and not ({p["metadata"]["name"] for p in server_pods(ns)} & before))
+    # A client of the Service reaches the new pods once the EndpointSlices
+    # (and kube-proxy's rules) list only them; until then it may be sent to a
+    # pod that has just exited.
+    new = {p["metadata"]["name"] for p in server_pods(ns)}
+    wait_until("the Service serving only the new pods", 60, lambda: service_backends(ns, "chat-push") == new)
     svc = service_url(ns, "chat-push")
-    assert Publisher(svc, "room").publish_one({"n": 99})["channel"] == "room"
+    # kube-proxy applies the new EndpointSlices within its sync period.
+    wait_until("a publish through the Service after the upgrade", 30,
+               lambda: Publisher(svc, "room").publish_one({"n": 99}, timeout=2)["channel"] == "room")
 
 
 def test_uninstall_leaves_nothing(release):
