@@ -91,7 +91,7 @@ pub struct PushClusterSpec {
     /// CPU/memory requests and limits of the push-server container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// push-server settings, written to its config file (SPEC §10 names).
+    /// push-server settings, written to its config file (names as in docs/operations.md).
     #[serde(default)]
     pub server: ServerSettings,
     /// JWT and publish keys, read from a Secret in the same namespace.
@@ -182,9 +182,9 @@ fn default_scale_down_window() -> i32 {
     300
 }
 
-/// push-server settings (SPEC §10). Unset optional fields keep the server's
+/// push-server settings (docs/operations.md). Unset optional fields keep the server's
 /// own defaults; the ones with a default here are needed by the operator
-/// itself (drain period → grace period) or shown in SPEC §11.
+/// itself (drain period → grace period) or shown in the docs/operations.md examples.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSettings {
@@ -582,7 +582,7 @@ impl PushClusterSpec {
     }
 }
 
-/// Seconds in a SPEC §10 duration (`500ms` rounds up to 1 s; bare number = s).
+/// Seconds in a push-server duration (`500ms` rounds up to 1 s; bare number = s).
 pub fn parse_duration_secs(s: &str) -> Option<u64> {
     let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     if digits_end == 0 {

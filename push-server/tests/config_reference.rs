@@ -204,7 +204,7 @@ fn configuration_reference_matches_help() {
         let s = settings
             .iter()
             .find(|s| s.flag.replace('-', "_") == name)
-            .unwrap_or_else(|| panic!("--help lacks the SPEC §10 setting {name}"));
+            .unwrap_or_else(|| panic!("--help lacks the docs/operations.md setting {name}"));
         assert_eq!(
             s.env.as_deref(),
             Some(format!("PUSH_{}", name.to_uppercase()).as_str()),

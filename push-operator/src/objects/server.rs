@@ -17,7 +17,7 @@ pub const CONFIG_PATH: &str = "/etc/push/config.yaml";
 /// reconnects over `drain_period`, then the process still has to flush and exit.
 pub const GRACE_MARGIN_SECS: u64 = 15;
 
-/// push-server's YAML config: SPEC §10 names, snake_case, durations as
+/// push-server's YAML config: the names of docs/operations.md, snake_case, durations as
 /// written by the user. Redis and auth are passed as environment variables
 /// (they depend on Secrets and on the Redis objects), everything else here.
 pub fn config_yaml(pc: &PushCluster) -> Result<String> {
@@ -59,7 +59,7 @@ pub fn config_yaml(pc: &PushCluster) -> Result<String> {
         }
     }
     if let Some(origins) = &s.allowed_origins {
-        // SPEC §10: comma-separated, the same form as the flag and variable.
+        // docs/operations.md: comma-separated, the same form as the flag and variable.
         m.insert("allowed_origins", origins.join(",").into());
     }
     Ok(serde_yaml::to_string(&m)?)
