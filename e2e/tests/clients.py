@@ -14,29 +14,12 @@ import urllib.request
 from websockets.sync.client import connect as ws_connect
 
 
-class Subscriber:
-    """What every subscriber records: per channel the payloads in order."""
+class Worker:
+    """A client loop in a daemon thread, stopped by close()."""
 
     def __init__(self):
-        self.lock = threading.Lock()
-        self.received = {}  # channel -> [data]
-        self.ids = {}  # channel -> last id
-        self.connects = 0
-        self.reconnect_reasons = []
-        self.gaps = []  # (channel, why)
-        self.errors = []
         self.stop = threading.Event()
-        self.connected = threading.Event()
         self.thread = None
-
-    def record(self, channel, msg_id, data):
-        with self.lock:
-            self.received.setdefault(channel, []).append(data)
-            self.ids[channel] = msg_id
-
-    def numbers(self, channel):
-        with self.lock:
-            return [d["n"] for d in self.received.get(channel, []) if isinstance(d, dict) and "n" in d]
 
     def start(self):
         self.thread = threading.Thread(target=self.loop, daemon=True)
@@ -46,7 +29,31 @@ class Subscriber:
     def close(self):
         self.stop.set()
         if self.thread:
-            self.thread.join(timeout=10)
+            self.thread.join(timeout=15)
+
+
+class Subscriber(Worker):
+    """What every subscriber records: per channel the payloads in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.received = {}  # channel -> [data]
+        self.ids = {}  # channel -> last id
+        self.connects = 0
+        self.reconnect_reasons = []
+        self.gaps = []  # (channel, why)
+        self.errors = []
+        self.connected = threading.Event()
+
+    def record(self, channel, msg_id, data):
+        with self.lock:
+            self.received.setdefault(channel, []).append(data)
+            self.ids[channel] = msg_id
+
+    def numbers(self, channel):
+        with self.lock:
+            return [d["n"] for d in self.received.get(channel, []) if isinstance(d, dict) and "n" in d]
 
     def loop(self):
         while not self.stop.is_set():
@@ -161,19 +168,18 @@ class SseSubscriber(Subscriber):
             self.reconnect_reasons.append(data.get("reason"))
 
 
-class Publisher:
+class Publisher(Worker):
     """Publishes {"n": i} to one channel over HTTP, at most `rate` a second;
     records which numbers the server accepted (2xx with an id)."""
 
     def __init__(self, base_url, channel, key=None, rate=50):
+        super().__init__()
         self.base = base_url
         self.channel = channel
         self.key = key
         self.rate = rate
         self.accepted = []
         self.refused = []
-        self.stop = threading.Event()
-        self.thread = None
         self.n = 0
 
     def publish_one(self, data, timeout=5):
@@ -201,19 +207,3 @@ class Publisher:
                 self.refused.append((n, repr(e)))
             self.stop.wait(max(0.0, period - (time.monotonic() - t0)))
 
-    def start(self):
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-        self.thread.start()
-        return self
-
-    def close(self):
-        self.stop.set()
-        if self.thread:
-            self.thread.join(timeout=15)
-
-
-def publish_numbers(base_url, channel, count, key=None):
-    p = Publisher(base_url, channel, key)
-    for n in range(count):
-        p.publish_one({"n": n})
-    return list(range(count))
