@@ -170,6 +170,7 @@ mod tests {
             pods: vec!["r-0.h:6379".into(), "r-1.h:6379".into()],
             sentinels: vec![],
             master_name: "push".into(),
+            ..Endpoints::default()
         }
     }
 

@@ -120,6 +120,7 @@ pub fn endpoints(pc: &PushCluster, names: &Names) -> Endpoints {
             .collect(),
         sentinels: redis_objects::sentinel_addrs(pc, names),
         master_name: objects::MASTER_NAME.into(),
+        ..Endpoints::default()
     }
 }
 

@@ -173,6 +173,7 @@ async fn redis_boot(args: BootArgs) -> anyhow::Result<()> {
             .map(|i| format!("{}:{}", names.sentinel_pod_host(i), objects::SENTINEL_PORT))
             .collect(),
         master_name: objects::MASTER_NAME.into(),
+        ..Endpoints::default()
     };
     let ordinal: usize = args
         .pod

@@ -198,8 +198,12 @@ pub async fn sentinel_master(
     votes.iter().position(|&v| v >= quorum)
 }
 
-/// Where to find the Redis pods and Sentinels.
-#[derive(Clone, Debug)]
+/// Where to find the Redis pods and Sentinels, and how to log in.
+///
+/// One password (and optional ACL username) serves the Redis pods and the
+/// Sentinels alike: the operator configures Sentinel's `requirepass` with
+/// the same Secret (docs/security.md).
+#[derive(Clone, Default)]
 pub struct Endpoints {
     /// `host:port` of each Redis pod, by ordinal.
     pub pods: Vec<String>,
@@ -207,6 +211,34 @@ pub struct Endpoints {
     pub sentinels: Vec<String>,
     /// Sentinel's name of the master group.
     pub master_name: String,
+    /// `AUTH` password; `None` (or empty) sends no `AUTH`.
+    pub password: Option<String>,
+    /// ACL username for `AUTH`; `None` is the `default` user.
+    pub username: Option<String>,
+    /// TLS (`rediss`) to pods and Sentinels; `None` is plain TCP.
+    pub tls: Option<Tls>,
+}
+
+/// TLS settings for [`Endpoints`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM file of the CA certificates to trust instead of the system roots
+    /// (as push-server's `redis_ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+// Hand-written so the password never reaches a log line.
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("pods", &self.pods)
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("username", &self.username)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// Observes everything. `booting` marks the calling pod (the boot step) as

@@ -134,6 +134,7 @@ async fn failover_and_empty_restart_against_real_sentinel() {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect(),
         master_name: "push".into(),
+        ..Endpoints::default()
     };
     let dirs: Vec<PathBuf> = (0..3).map(|i| tempdir(&format!("redis{i}"))).collect();
     let mut procs = Procs(Vec::new());
