@@ -6,13 +6,16 @@
 #                    e2e/tests with pytest, and takes the cluster down again
 #                    whether the tests pass or fail
 #   make e2e-up / e2e-down   the same cluster by hand
+#   make psa-check   builds e2e/build/psa-check once (Pod Security Standards
+#                    checks of rendered YAML, /var/cache/push-e2e) and runs its
+#                    self-test; callers use "$$(e2e/build/psa-check.sh)" FILE
 #
 # Needs: root, go, python3 with venv, apt. Network: package registries only.
 
 E2E_VENV ?= $(CURDIR)/.venv
 E2E_PYTEST_ARGS ?=
 
-.PHONY: test-e2e e2e-up e2e-down e2e-venv
+.PHONY: test-e2e e2e-up e2e-down e2e-venv psa-check
 
 e2e-venv:
 	@if ! "$(E2E_VENV)/bin/python" -c 'import pytest, websockets, jwt, yaml' 2>/dev/null; then \
@@ -25,6 +28,9 @@ e2e-up: charts-tools
 
 e2e-down:
 	e2e/cluster.sh down
+
+psa-check:
+	e2e/build/psa-check.sh --test >/dev/null
 
 # The cluster comes down even when a test fails; the exit status is pytest's.
 test-e2e: charts-tools e2e-venv
