@@ -1,41 +1,28 @@
-//! Talking to Redis and Sentinel: a minimal RESP client (the operator sends
-//! a handful of commands, not worth a client library), `observe` which turns
-//! `INFO`/`SENTINEL` answers into a [`topology::Observation`], and `execute`
-//! which carries out a [`topology::Action`].
+//! Talking to Redis and Sentinel with the `redis` crate: `observe` turns
+//! `INFO`/`SENTINEL` answers into a [`topology::Observation`] and `execute`
+//! carries out a [`topology::Action`]. `AUTH` (password, optional ACL user)
+//! and TLS (`rediss`, optional CA file) come from [`Endpoints`].
 //!
-//! Every network call has a timeout: an unreachable pod is an observation
-//! (`Down`), never a hung reconcile.
+//! Every network call has a timeout and pods and Sentinels are asked at the
+//! same time: an unreachable pod is an observation (`Down`) after one
+//! timeout, never a hung reconcile nor one timeout per pod.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use futures::future::join_all;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, Value};
 use tokio::time::timeout;
 
 use crate::topology::{Action, Observation, PodState, Role, Running};
 use crate::{Error, Result};
 
-/// Per-command budget: connect + write + read.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A RESP reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<String>),
-    Array(Option<Vec<Reply>>),
-}
-
-impl Reply {
-    fn text(&self) -> Option<&str> {
-        match self {
-            Reply::Simple(s) | Reply::Bulk(Some(s)) => Some(s),
-            _ => None,
-        }
-    }
-}
+/// Connecting (TCP, TLS handshake, `AUTH`) gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One command's reply gives up after this long.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Budget for everything asked of one pod or Sentinel in one observation.
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
 
 fn redis_err(addr: &str, message: impl Into<String>) -> Error {
     Error::Redis {
@@ -44,77 +31,101 @@ fn redis_err(addr: &str, message: impl Into<String>) -> Error {
     }
 }
 
-/// Sends one command on a fresh connection and reads one reply.
-pub async fn call(addr: &str, args: &[&str]) -> Result<Reply> {
-    timeout(CALL_TIMEOUT, call_inner(addr, args))
-        .await
-        .map_err(|_| redis_err(addr, "timed out"))?
-}
-
-async fn call_inner(addr: &str, args: &[&str]) -> Result<Reply> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| redis_err(addr, e.to_string()))?;
-    let mut stream = BufReader::new(stream);
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-    }
-    stream
-        .get_mut()
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| redis_err(addr, e.to_string()))?;
-    read_reply(&mut stream, addr).await
-}
-
-fn read_reply<'a>(
-    r: &'a mut BufReader<TcpStream>,
-    addr: &'a str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply>> + Send + 'a>> {
-    Box::pin(async move {
-        let mut line = String::new();
-        r.read_line(&mut line)
-            .await
-            .map_err(|e| redis_err(addr, e.to_string()))?;
-        let line = line.trim_end_matches(['\r', '\n']);
-        let (kind, rest) = line.split_at(line.len().min(1));
-        let num = || {
-            rest.parse::<i64>()
-                .map_err(|_| redis_err(addr, format!("bad reply line {line:?}")))
-        };
-        match kind {
-            "+" => Ok(Reply::Simple(rest.to_string())),
-            "-" => Ok(Reply::Error(rest.to_string())),
-            ":" => Ok(Reply::Int(num()?)),
-            "$" => {
-                let n = num()?;
-                if n < 0 {
-                    return Ok(Reply::Bulk(None));
-                }
-                let mut buf = vec![0u8; n as usize + 2];
-                r.read_exact(&mut buf)
-                    .await
-                    .map_err(|e| redis_err(addr, e.to_string()))?;
-                buf.truncate(n as usize);
-                Ok(Reply::Bulk(Some(
-                    String::from_utf8_lossy(&buf).into_owned(),
-                )))
-            }
-            "*" => {
-                let n = num()?;
-                if n < 0 {
-                    return Ok(Reply::Array(None));
-                }
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(read_reply(r, addr).await?);
-                }
-                Ok(Reply::Array(Some(items)))
-            }
-            _ => Err(redis_err(addr, format!("unexpected reply {line:?}"))),
+/// How to reach `addr` (`host:port`) with the credentials and TLS settings
+/// of `ep`.
+fn connection_info(ep: &Endpoints, addr: &str) -> Result<ConnectionInfo> {
+    let scheme = if ep.tls.is_some() { "rediss" } else { "redis" };
+    let info = format!("{scheme}://{addr}")
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| redis_err(addr, format!("invalid address: {e}")))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(pw) = ep.password.as_deref().filter(|p| !p.is_empty()) {
+        settings = settings.set_password(pw);
+        if let Some(user) = ep.username.as_deref().filter(|u| !u.is_empty()) {
+            settings = settings.set_username(user);
         }
+    }
+    Ok(info.set_redis_settings(settings))
+}
+
+fn client(ep: &Endpoints, addr: &str) -> Result<Client> {
+    let info = connection_info(ep, addr)?;
+    match ep.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        None => Client::open(info).map_err(|e| redis_err(addr, e.to_string())),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                redis_err(addr, format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            // rustls would accept a file without certificates and then trust
+            // nothing; say what is wrong instead of a handshake error.
+            if !pem
+                .windows(b"-----BEGIN CERTIFICATE-----".len())
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                return Err(redis_err(
+                    addr,
+                    format!("CA file {} holds no PEM certificate", path.display()),
+                ));
+            }
+            Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| redis_err(addr, format!("CA file {}: {e}", path.display())))
+        }
+    }
+}
+
+/// A connection to `addr`, logged in.
+pub async fn connect(ep: &Endpoints, addr: &str) -> Result<MultiplexedConnection> {
+    install_crypto_provider();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    client(ep, addr)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| redis_err(addr, e.to_string()))
+}
+
+/// rustls needs one process-wide crypto provider; kube and push-server use
+/// ring, so does this (a second call is a no-op).
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Sends one command on a fresh connection and returns the reply (a Redis
+/// error reply is an `Err`).
+pub async fn call(ep: &Endpoints, addr: &str, args: &[&str]) -> Result<Value> {
+    timeout(CALL_TIMEOUT, async {
+        let mut conn = connect(ep, addr).await?;
+        query(&mut conn, addr, args).await
     })
+    .await
+    .map_err(|_| redis_err(addr, "timed out"))?
+}
+
+async fn query(conn: &mut MultiplexedConnection, addr: &str, args: &[&str]) -> Result<Value> {
+    let mut cmd = redis::Cmd::new();
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query_async(conn)
+        .await
+        .map_err(|e| redis_err(addr, e.to_string()))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
 }
 
 /// Normalizes `host:port` for comparison (case, trailing dot of FQDNs).
@@ -157,42 +168,63 @@ pub fn parse_info(info: &str, keys: u64, pod_addrs: &[String]) -> Running {
     Running { role, offset, keys }
 }
 
-/// Observes one pod: `Down` if it does not answer.
-pub async fn observe_pod(addr: &str, pod_addrs: &[String]) -> PodState {
-    let info = match call(addr, &["INFO", "replication"]).await {
-        Ok(r) => match r.text() {
-            Some(t) => t.to_string(),
-            None => return PodState::Down,
+/// Probes one pod: its role, offset and key count, or why it cannot be asked
+/// (unreachable, `NOAUTH`/`WRONGPASS`, TLS, timeout).
+pub async fn probe_pod(ep: &Endpoints, addr: &str) -> Result<Running> {
+    timeout(CALL_TIMEOUT, async {
+        let mut conn = connect(ep, addr).await?;
+        let info = query(&mut conn, addr, &["INFO", "replication"]).await?;
+        let info = text(&info).ok_or_else(|| redis_err(addr, "INFO reply is not text"))?;
+        let keys = match query(&mut conn, addr, &["DBSIZE"]).await? {
+            Value::Int(n) => n.max(0) as u64,
+            other => return Err(redis_err(addr, format!("DBSIZE replied {other:?}"))),
+        };
+        Ok(parse_info(&info, keys, &ep.pods))
+    })
+    .await
+    .map_err(|_| redis_err(addr, "timed out"))?
+}
+
+/// Observes one pod: `Down` if it cannot be asked (the reason is logged).
+pub async fn observe_pod(ep: &Endpoints, addr: &str) -> PodState {
+    match probe_pod(ep, addr).await {
+        Ok(r) => PodState::Up(r),
+        Err(e) => {
+            tracing::debug!(error = %e, "redis pod not observed");
+            PodState::Down
+        }
+    }
+}
+
+/// What one Sentinel names as master, as an ordinal (`Ok(None)`: it does
+/// not monitor the group, or names an address that is not one of our pods).
+pub async fn sentinel_opinion(ep: &Endpoints, addr: &str) -> Result<Option<usize>> {
+    let reply = call(
+        ep,
+        addr,
+        &["SENTINEL", "get-master-addr-by-name", &ep.master_name],
+    )
+    .await?;
+    Ok(match reply {
+        Value::Array(items) => match (items.first().and_then(text), items.get(1).and_then(text)) {
+            (Some(h), Some(p)) => ordinal_of(&ep.pods, &h, &p),
+            _ => None,
         },
-        Err(_) => return PodState::Down,
-    };
-    let keys = match call(addr, &["DBSIZE"]).await {
-        Ok(Reply::Int(n)) => n.max(0) as u64,
-        _ => return PodState::Down,
-    };
-    PodState::Up(parse_info(&info, keys, pod_addrs))
+        _ => None,
+    })
 }
 
 /// The master a quorum of the configured Sentinels names, as an ordinal.
-pub async fn sentinel_master(
-    sentinel_addrs: &[String],
-    master_name: &str,
-    pod_addrs: &[String],
-) -> Option<usize> {
-    let quorum = sentinel_addrs.len() / 2 + 1;
-    let mut votes = vec![0usize; pod_addrs.len()];
-    for s in sentinel_addrs {
-        if let Ok(Reply::Array(Some(items))) =
-            call(s, &["SENTINEL", "get-master-addr-by-name", master_name]).await
-        {
-            if let (Some(h), Some(p)) = (
-                items.first().and_then(Reply::text),
-                items.get(1).and_then(Reply::text),
-            ) {
-                if let Some(i) = ordinal_of(pod_addrs, h, p) {
-                    votes[i] += 1;
-                }
-            }
+/// All Sentinels are asked at once.
+pub async fn sentinel_master(ep: &Endpoints) -> Option<usize> {
+    let quorum = ep.sentinels.len() / 2 + 1;
+    let mut votes = vec![0usize; ep.pods.len()];
+    let opinions = join_all(ep.sentinels.iter().map(|s| sentinel_opinion(ep, s))).await;
+    for (s, o) in ep.sentinels.iter().zip(opinions) {
+        match o {
+            Ok(Some(i)) => votes[i] += 1,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(sentinel = %s, error = %e, "sentinel not observed"),
         }
     }
     votes.iter().position(|&v| v >= quorum)
@@ -241,17 +273,16 @@ impl std::fmt::Debug for Endpoints {
     }
 }
 
-/// Observes everything. `booting` marks the calling pod (the boot step) as
-/// `Booting` instead of probing it.
+/// Observes everything, every pod and Sentinel at the same time. `booting`
+/// marks the calling pod (the boot step) as `Booting` instead of probing it.
 pub async fn observe(ep: &Endpoints, booting: Option<(usize, bool)>) -> Observation {
-    let mut pods = Vec::with_capacity(ep.pods.len());
-    for (i, addr) in ep.pods.iter().enumerate() {
-        pods.push(match booting {
+    let pods = join_all(ep.pods.iter().enumerate().map(|(i, addr)| async move {
+        match booting {
             Some((me, has_data)) if me == i => PodState::Booting { has_data },
-            _ => observe_pod(addr, &ep.pods).await,
-        });
-    }
-    let sentinel_master = sentinel_master(&ep.sentinels, &ep.master_name, &ep.pods).await;
+            _ => observe_pod(ep, addr).await,
+        }
+    }));
+    let (pods, sentinel_master) = tokio::join!(pods, sentinel_master(ep));
     Observation {
         pods,
         sentinel_master,
@@ -268,12 +299,13 @@ pub async fn execute(ep: &Endpoints, action: &Action) -> Result<()> {
             let (host, port) = target
                 .rsplit_once(':')
                 .ok_or_else(|| redis_err(target, "no port"))?;
-            expect_ok(addr, call(addr, &["REPLICAOF", host, port]).await?)
+            expect_ok(addr, call(ep, addr, &["REPLICAOF", host, port]).await?)
         }
         Action::SentinelFailover => {
+            // One Sentinel starts the failover; the first that answers.
             let mut last = redis_err("-", "no Sentinel configured");
             for s in &ep.sentinels {
-                match call(s, &["SENTINEL", "FAILOVER", &ep.master_name]).await {
+                match call(ep, s, &["SENTINEL", "FAILOVER", &ep.master_name]).await {
                     Ok(reply) => return expect_ok(s, reply),
                     Err(e) => last = e,
                 }
@@ -283,9 +315,9 @@ pub async fn execute(ep: &Endpoints, action: &Action) -> Result<()> {
     }
 }
 
-fn expect_ok(addr: &str, reply: Reply) -> Result<()> {
+fn expect_ok(addr: &str, reply: Value) -> Result<()> {
     match reply {
-        Reply::Simple(_) => Ok(()),
+        Value::Okay | Value::SimpleString(_) => Ok(()),
         other => Err(redis_err(addr, format!("{other:?}"))),
     }
 }

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use push_operator::boot::{self, SentinelSettings};
-use push_operator::redis_probe::{self, Endpoints, Reply};
+use push_operator::redis_probe::{self, Endpoints};
 use push_operator::topology::{self, PodState, Role, Target};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, Instant};
@@ -114,8 +114,8 @@ where
 }
 
 async fn dbsize(addr: &str) -> Option<u64> {
-    match redis_probe::call(addr, &["DBSIZE"]).await {
-        Ok(Reply::Int(n)) => Some(n as u64),
+    match redis_probe::call(&Endpoints::default(), addr, &["DBSIZE"]).await {
+        Ok(redis::Value::Int(n)) => Some(n as u64),
         _ => None,
     }
 }
@@ -191,7 +191,7 @@ async fn failover_and_empty_restart_against_real_sentinel() {
     eventually("master up", || async { dbsize(&master).await }).await;
     for k in 0..KEYS {
         let key = format!("k{k}");
-        redis_probe::call(&master, &["SET", &key, "v"])
+        redis_probe::call(&ep, &master, &["SET", &key, "v"])
             .await
             .expect("SET");
     }
