@@ -7,6 +7,14 @@
 //!   (polling, with a deadline) while the decision is `Wait`;
 //! * a Sentinel pod gets a complete `sentinel.conf` monitoring the master
 //!   the decision names.
+//!
+//! With a password (env `REDIS_PASSWORD`, read by `main`), a Redis fragment
+//! also carries `requirepass` and `masterauth` (a master becomes a replica
+//! after a failover and must then log in to the new master), and
+//! `sentinel.conf` carries `requirepass` (clients and peer Sentinels log in
+//! to this Sentinel), `sentinel sentinel-pass` (this Sentinel logs in to its
+//! peers) and `sentinel auth-pass` (it logs in to the Redis pods). The
+//! password goes only into these files, never to a log line or argv.
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,17 +44,48 @@ pub fn data_present(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Quotes a value for a Redis/Sentinel config file: double quotes, with
+/// `\\`, `"` and anything not printable ASCII escaped as Redis' config
+/// parser (`sdssplitargs`) reads them, so a password with spaces, quotes or
+/// newlines is one argument and cannot inject another directive.
+pub fn conf_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for b in value.bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            b' '..=b'~' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn password(pw: Option<&str>) -> Option<&str> {
+    pw.filter(|p| !p.is_empty())
+}
+
 /// The config fragment for a Redis pod, or `None` to keep waiting.
 pub fn redis_fragment(target: &Target, ep: &Endpoints) -> Option<String> {
-    match target {
-        Target::Master => Some("# master: decided by push-operator redis-boot\n".into()),
+    let mut conf = match target {
+        Target::Master => "# master: decided by push-operator redis-boot\n".to_string(),
         Target::Follow(m) => {
             let addr = ep.pods.get(*m)?;
             let (host, port) = addr.rsplit_once(':')?;
-            Some(format!("replicaof {host} {port}\n"))
+            format!("replicaof {host} {port}\n")
         }
-        Target::Wait(_) => None,
+        Target::Wait(_) => return None,
+    };
+    if let Some(pw) = password(ep.password.as_deref()) {
+        let pw = conf_quote(pw);
+        conf.push_str(&format!("requirepass {pw}\nmasterauth {pw}\n"));
+        if let Some(user) = ep.username.as_deref().filter(|u| !u.is_empty()) {
+            conf.push_str(&format!("masteruser {}\n", conf_quote(user)));
+        }
     }
+    Some(conf)
 }
 
 /// Decides, waiting while the decision is `Wait`, until `deadline`.
@@ -111,7 +150,7 @@ pub fn sentinel_target(obs: &Observation) -> usize {
 }
 
 /// Sentinel settings besides the monitored master.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SentinelSettings {
     /// Sentinel port.
     pub port: u16,
@@ -123,6 +162,23 @@ pub struct SentinelSettings {
     pub down_after_ms: u64,
     /// Milliseconds a failover may take before it is retried.
     pub failover_timeout_ms: u64,
+    /// Password of the Redis pods and of every Sentinel (one Secret);
+    /// `None` or empty: no auth.
+    pub password: Option<String>,
+}
+
+// Hand-written so the password never reaches a log line.
+impl std::fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelSettings")
+            .field("port", &self.port)
+            .field("announce_host", &self.announce_host)
+            .field("quorum", &self.quorum)
+            .field("down_after_ms", &self.down_after_ms)
+            .field("failover_timeout_ms", &self.failover_timeout_ms)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A complete sentinel.conf.
@@ -145,6 +201,12 @@ pub fn sentinel_conf(master_addr: &str, master_name: &str, s: &SentinelSettings)
         d = s.down_after_ms,
         f = s.failover_timeout_ms,
     ));
+    if let Some(pw) = password(s.password.as_deref()) {
+        let pw = conf_quote(pw);
+        conf.push_str(&format!(
+            "requirepass {pw}\nsentinel sentinel-pass {pw}\nsentinel auth-pass {master_name} {pw}\n"
+        ));
+    }
     Ok(conf)
 }
 
@@ -221,12 +283,54 @@ mod tests {
                 quorum: 2,
                 down_after_ms: 5000,
                 failover_timeout_ms: 60000,
+                password: None,
             },
         )
         .unwrap();
         assert!(conf.contains("sentinel monitor push r-0.h 6379 2\n"));
         assert!(conf.contains("sentinel announce-ip s-0.s\n"));
         assert!(conf.contains("sentinel down-after-milliseconds push 5000\n"));
+        assert!(!conf.contains("pass"), "no auth lines without a password");
+    }
+
+    #[test]
+    fn auth_lines_quoted_and_never_in_debug() {
+        let settings = SentinelSettings {
+            port: 26379,
+            announce_host: None,
+            quorum: 2,
+            down_after_ms: 5000,
+            failover_timeout_ms: 60000,
+            password: Some("s3cr et\"\n".into()),
+        };
+        let conf = sentinel_conf("r-0.h:6379", "push", &settings).unwrap();
+        let q = r#""s3cr et\"\x0a""#;
+        assert!(conf.contains(&format!("requirepass {q}\n")), "{conf}");
+        assert!(
+            conf.contains(&format!("sentinel sentinel-pass {q}\n")),
+            "{conf}"
+        );
+        assert!(
+            conf.contains(&format!("sentinel auth-pass push {q}\n")),
+            "{conf}"
+        );
+        assert_eq!(conf.lines().filter(|l| l.contains("s3cr")).count(), 3);
+        assert!(!format!("{settings:?}").contains("s3cr"));
+
+        let mut e = ep();
+        e.password = Some("pw".into());
+        let f = redis_fragment(&Target::Follow(1), &e).unwrap();
+        assert_eq!(
+            f,
+            "replicaof r-1.h 6379\nrequirepass \"pw\"\nmasterauth \"pw\"\n"
+        );
+        let f = redis_fragment(&Target::Master, &e).unwrap();
+        assert!(f.contains("requirepass \"pw\"\nmasterauth \"pw\"\n"), "{f}");
+        assert!(!format!("{e:?}").contains("\"pw\""));
+        e.password = Some(String::new());
+        assert!(!redis_fragment(&Target::Master, &e)
+            .unwrap()
+            .contains("pass"));
     }
 
     #[test]

@@ -173,6 +173,11 @@ async fn redis_boot(args: BootArgs) -> anyhow::Result<()> {
             .map(|i| format!("{}:{}", names.sentinel_pod_host(i), objects::SENTINEL_PORT))
             .collect(),
         master_name: objects::MASTER_NAME.into(),
+        // From the environment (a secretKeyRef), never a flag: argv is
+        // visible to every process on the node.
+        password: std::env::var("REDIS_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
         ..Endpoints::default()
     };
     let ordinal: usize = args
@@ -190,6 +195,7 @@ async fn redis_boot(args: BootArgs) -> anyhow::Result<()> {
                 quorum: redis_objects::quorum(args.sentinels as i32) as usize,
                 down_after_ms: args.down_after_ms,
                 failover_timeout_ms: (args.down_after_ms * 4).max(10_000),
+                password: ep.password.clone(),
             },
         )
         .await?
@@ -198,8 +204,24 @@ async fn redis_boot(args: BootArgs) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_seconds);
         boot::redis_boot(&ep, ordinal, has_data, deadline).await?
     };
-    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
+    write_private(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
+}
+
+/// Writes a config that may hold the Redis password: readable by the pod's
+/// user only (the init and main containers run as the same UID).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only when the file is created.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,7 +1,11 @@
 //! The topology decision against real `redis-server` and `redis-sentinel`
-//! processes on loopback: bootstrap from the boot step's decision, kill the
-//! master, restart it empty, and check that no data is lost and the master
-//! ends up where Sentinel put it.
+//! processes on loopback, all with a password (`requirepass`, Sentinel
+//! auth) as the operator deploys them: bootstrap from the boot step's
+//! decision, kill the master, restart it empty, and check that no data is
+//! lost and the master ends up where Sentinel put it.
+//!
+//! Each process logs to a file in the test's temp dir; when the test fails
+//! the tail of every log is printed (look for `+tilt`, `-failover-abort-*`).
 //!
 //! Needs `redis-server` and `redis-sentinel` on PATH (`make test-operator`
 //! installs them). Without them the test fails with a message saying so,
@@ -19,14 +23,24 @@ use tokio::process::{Child, Command};
 use tokio::time::{sleep, Instant};
 
 /// Upper bound for anything we wait for (generous: CI machines are slow and
-/// shared); failover with a 3 s down-after, so a starved CPU does not look
-/// like a dead master,
-/// takes a few seconds.
+/// shared). Failover with a 3 s down-after takes a few seconds; a Sentinel
+/// that enters TILT (its timer starved for > 2 s) stays passive for 30 s.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    l.local_addr().expect("local addr").port()
+/// The password of every Redis and Sentinel here; with a space and a quote,
+/// so the boot step's config quoting is exercised too.
+const PASSWORD: &str = "test pass\"word";
+
+/// `n` distinct free loopback ports: all listeners are held until every
+/// port is chosen, so two processes of this test never get the same port.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// Children are killed when the test ends, pass or fail.
@@ -44,7 +58,7 @@ fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "push-op-{tag}-{}-{}",
         std::process::id(),
-        free_port()
+        free_ports(1)[0]
     ));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
@@ -60,41 +74,81 @@ fn require(bin: &str) {
     );
 }
 
-fn start_redis(port: u16, dir: &Path, fragment: &str) -> Child {
-    let mut args: Vec<String> = vec![
-        "--port".into(),
-        port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--save".into(),
-        "".into(),
-        "--appendonly".into(),
-        "no".into(),
-        "--dir".into(),
-        dir.display().to_string(),
-    ];
-    // The boot step's fragment is either a comment (master) or `replicaof h p`.
-    if let Some(rest) = fragment.trim().strip_prefix("replicaof ") {
-        args.push("--replicaof".into());
-        args.push(rest.to_string());
-    }
+/// Standard output and error of a process, appended to `log`.
+fn log_to(log: &Path) -> (Stdio, Stdio) {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    let g = f.try_clone().expect("clone log");
+    (f.into(), g.into())
+}
+
+/// Starts redis-server on a config made of the base settings and the boot
+/// step's fragment, as the pod's main container includes it.
+fn start_redis(port: u16, dir: &Path, fragment: &str, logs: &Path) -> Child {
+    let conf = dir.join("redis.conf");
+    let base = format!(
+        "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n",
+        dir.display()
+    );
+    std::fs::write(&conf, base + fragment).expect("write redis.conf");
+    let (out, err) = log_to(&logs.join(format!("redis-{port}.log")));
     Command::new("redis-server")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .arg(&conf)
+        .stdout(out)
+        .stderr(err)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn redis-server")
 }
 
-fn start_sentinel(conf: &Path) -> Child {
+fn start_sentinel(conf: &Path, logs: &Path, i: usize) -> Child {
+    let (out, err) = log_to(&logs.join(format!("sentinel-{i}.log")));
     Command::new("redis-sentinel")
         .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn redis-sentinel")
+}
+
+/// On a failing test, prints the tail of every process log.
+struct LogsOnPanic(PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        let mut entries: Vec<_> = std::fs::read_dir(&self.0)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        let mut tilts = 0;
+        for p in &entries {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            tilts += text.matches("+tilt").count();
+            if std::thread::panicking() {
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("==> {} (last 40 lines)", p.display());
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        eprintln!("sentinel +tilt events: {tilts}");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Length of an array reply of a Sentinel command, if it answers.
+async fn sentinel_count(ep: &Endpoints, addr: &str, what: &str) -> Option<usize> {
+    match redis_probe::call(ep, addr, &["SENTINEL", what, &ep.master_name]).await {
+        Ok(redis::Value::Array(items)) => Some(items.len()),
+        _ => None,
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics at the deadline.
@@ -113,20 +167,20 @@ where
     }
 }
 
-async fn dbsize(addr: &str) -> Option<u64> {
-    match redis_probe::call(&Endpoints::default(), addr, &["DBSIZE"]).await {
+async fn dbsize(ep: &Endpoints, addr: &str) -> Option<u64> {
+    match redis_probe::call(ep, addr, &["DBSIZE"]).await {
         Ok(redis::Value::Int(n)) => Some(n as u64),
         _ => None,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_and_empty_restart_against_real_sentinel() {
+async fn failover_and_empty_restart_against_real_sentinel_with_auth() {
     require("redis-server");
     require("redis-sentinel");
     const KEYS: u64 = 50;
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let all_ports = free_ports(6);
+    let (ports, sentinel_ports) = (all_ports[..3].to_vec(), all_ports[3..].to_vec());
     let ep = Endpoints {
         pods: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
         sentinels: sentinel_ports
@@ -134,8 +188,11 @@ async fn failover_and_empty_restart_against_real_sentinel() {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect(),
         master_name: "push".into(),
+        password: Some(PASSWORD.into()),
         ..Endpoints::default()
     };
+    let logs = tempdir("logs");
+    let _logs = LogsOnPanic(logs.clone());
     let dirs: Vec<PathBuf> = (0..3).map(|i| tempdir(&format!("redis{i}"))).collect();
     let mut procs = Procs(Vec::new());
 
@@ -155,11 +212,15 @@ async fn failover_and_empty_restart_against_real_sentinel() {
         "pod 0 starts as master: {}",
         fragments[0]
     );
-    assert_eq!(fragments[1], format!("replicaof 127.0.0.1 {}\n", ports[0]));
+    assert!(
+        fragments[1].starts_with(&format!("replicaof 127.0.0.1 {}\n", ports[0])),
+        "{}",
+        fragments[1]
+    );
     for i in 0..3 {
         procs
             .0
-            .push(Some(start_redis(ports[i], &dirs[i], &fragments[i])));
+            .push(Some(start_redis(ports[i], &dirs[i], &fragments[i], &logs)));
     }
 
     // Sentinels, configured by the same boot step.
@@ -173,6 +234,7 @@ async fn failover_and_empty_restart_against_real_sentinel() {
                 quorum: 2,
                 down_after_ms: 3000,
                 failover_timeout_ms: 10000,
+                password: Some(PASSWORD.into()),
             },
         )
         .await
@@ -183,12 +245,25 @@ async fn failover_and_empty_restart_against_real_sentinel() {
         );
         let path = sentinel_dir.join(format!("sentinel-{i}.conf"));
         std::fs::write(&path, conf).expect("write sentinel conf");
-        procs.0.push(Some(start_sentinel(&path)));
+        procs.0.push(Some(start_sentinel(&path, &logs, i)));
     }
 
-    // Data on the master, replicated to both replicas.
+    // Without the password, Redis refuses: the auth lines took effect.
     let master = ep.pods[0].clone();
-    eventually("master up", || async { dbsize(&master).await }).await;
+    eventually("master up", || async { dbsize(&ep, &master).await }).await;
+    let anonymous = Endpoints {
+        password: None,
+        ..ep.clone()
+    };
+    let refused = redis_probe::call(&anonymous, &master, &["DBSIZE"]).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("NOAUTH")),
+        "{refused:?}"
+    );
+    let refused = redis_probe::call(&anonymous, &ep.sentinels[0], &["PING"]).await;
+    assert!(refused.is_err(), "Sentinel answers without the password");
+
+    // Data on the master, replicated to both replicas.
     for k in 0..KEYS {
         let key = format!("k{k}");
         redis_probe::call(&ep, &master, &["SET", &key, "v"])
@@ -197,7 +272,20 @@ async fn failover_and_empty_restart_against_real_sentinel() {
     }
     for addr in &ep.pods[1..] {
         eventually("replica catches up", || async {
-            dbsize(addr).await.filter(|&n| n == KEYS)
+            dbsize(&ep, addr).await.filter(|&n| n == KEYS)
+        })
+        .await;
+    }
+    // A Sentinel can fail over only once it knows the replicas (from the
+    // master's INFO, every 10 s) and enough peers for a quorum (from hello
+    // messages through the monitored pods). Killing the master before that
+    // leaves Sentinels that never fail over: wait for it, as an operator
+    // would before calling the group healthy.
+    for s in &ep.sentinels {
+        eventually("Sentinel knows both replicas and both peers", || async {
+            let replicas = sentinel_count(&ep, s, "replicas").await?;
+            let peers = sentinel_count(&ep, s, "sentinels").await?;
+            (replicas == 2 && peers == 2).then_some(())
         })
         .await;
     }
@@ -247,16 +335,17 @@ async fn failover_and_empty_restart_against_real_sentinel() {
     let obs = redis_probe::observe(&ep, None).await;
     let new_master = obs.sentinel_master.expect("Sentinel named a new master");
     assert_ne!(new_master, 0, "Sentinel promoted a replica");
-    assert_eq!(
-        fragment,
-        format!("replicaof 127.0.0.1 {}\n", ports[new_master])
+    assert!(
+        fragment.starts_with(&format!("replicaof 127.0.0.1 {}\n", ports[new_master])),
+        "{fragment}"
     );
-    procs.0[0] = Some(start_redis(ports[0], &dirs[0], &fragment));
+    assert!(fragment.contains("masterauth "), "{fragment}");
+    procs.0[0] = Some(start_redis(ports[0], &dirs[0], &fragment, &logs));
 
     // No data lost anywhere; the restarted pod resynced from the new master.
     for addr in &ep.pods {
         eventually("all pods hold the data", || async {
-            dbsize(addr).await.filter(|&n| n == KEYS)
+            dbsize(&ep, addr).await.filter(|&n| n == KEYS)
         })
         .await;
     }
