@@ -44,6 +44,9 @@ KUBE_BIN=$CACHE/kubernetes-$KUBE_VERSION
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION
 COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION
 ADAPTER_BIN=$CACHE/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION
+LPP_BIN=$CACHE/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION
+# Where local-path-provisioner makes the PVCs' folders (removed by `down`).
+LOCAL_PATH=$RUN/local-path
 PAUSE_TAG=$(cat "$E2E/build/pause/main.go" "$E2E/build/pause/go.mod" | sha256sum | cut -c1-12)
 PAUSE_BIN=$CACHE/pause-$PAUSE_TAG
 
@@ -133,6 +136,7 @@ build_binaries() {
   go_build "$COREDNS_BIN" "$E2E/build/coredns" "-s -w" github.com/coredns/coredns
   go_build "$ADAPTER_BIN" "$E2E/build/prometheus-adapter" "-s -w" \
     sigs.k8s.io/prometheus-adapter/cmd/adapter=prometheus-adapter
+  go_build "$LPP_BIN" "$E2E/build/local-path-provisioner" "-s -w" github.com/rancher/local-path-provisioner
   go_build "$PAUSE_BIN" "$E2E/build/pause" "-s -w" .=pause
   mkdir -p "$STATE/bin"
   ln -sfn "$KUBE_BIN/kubectl" "$STATE/bin/kubectl"
@@ -174,6 +178,10 @@ build_images() {
   image coredns "{digest}" --bin "$COREDNS_BIN/coredns:/coredns" --entrypoint '["/coredns"]' --user 0:0
   image prometheus-adapter "{digest}" --bin "$ADAPTER_BIN/prometheus-adapter:/adapter" --entrypoint '["/adapter"]'
   image prometheus "{digest}" --bin /usr/bin/prometheus --dir prometheus --entrypoint '["/usr/bin/prometheus"]'
+  image local-path-provisioner "{digest}" --bin "$LPP_BIN/local-path-provisioner:/usr/bin/local-path-provisioner" \
+    --entrypoint '["/usr/bin/local-path-provisioner"]'
+  # local-path-provisioner's helper pods: mkdir/rm -rf of host folders, as root.
+  image busybox "{digest}" --busybox --entrypoint '["/bin/sh"]' --user 0:0
   image kubectl "{digest}" --busybox --bin "$KUBE_BIN/kubectl:/usr/bin/kubectl" --entrypoint '["kubectl"]'
   image redis "{digest}" --busybox --bin /usr/bin/redis-server --bin /usr/bin/redis-cli --bin /usr/bin/getent \
     --link usr/bin/redis-sentinel:redis-server --dir data --entrypoint '["redis-server"]' --user 0:0
@@ -314,7 +322,7 @@ start_control_plane() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --use-service-account-credentials=true --leader-elect=false \
-    --enable-hostpath-provisioner=true --cluster-name push-e2e \
+    --cluster-name push-e2e \
     --horizontal-pod-autoscaler-sync-period 5s --profiling=false --v=1
   start kube-scheduler "$KUBE_BIN/kube-scheduler" \
     --kubeconfig "$PKI/scheduler.kubeconfig" \
@@ -378,9 +386,38 @@ start_addons() {
   coredns_image=$(sed -n 's/^coredns=//p' "$STATE/images")
   sed -e "s#@COREDNS_IMAGE@#$coredns_image#" -e "s#@DNS_IP@#$DNS_IP#" \
     "$E2E/manifests/addons.yaml" | kubectl apply --server-side --field-manager push-e2e -f - >/dev/null
+  mkdir -p "$LOCAL_PATH"
+  sed -e "s#@PROVISIONER_IMAGE@#$(sed -n 's/^local-path-provisioner=//p' "$STATE/images")#" \
+    -e "s#@HELPER_IMAGE@#$(sed -n 's/^busybox=//p' "$STATE/images")#" -e "s#@LOCAL_PATH@#$LOCAL_PATH#" \
+    "$E2E/manifests/storage.yaml" | kubectl apply --server-side --field-manager push-e2e -f - >/dev/null
   kubectl -n kube-system rollout status deploy/coredns --timeout 180s >/dev/null
+  kubectl -n local-path-storage rollout status deploy/local-path-provisioner --timeout 180s >/dev/null
   wait_for "CoreDNS answering on $DNS_IP" 120 \
     bash -c "dig +short +time=1 +tries=1 @$DNS_IP kubernetes.default.svc.cluster.local | grep -qx $SERVICE_IP"
+}
+
+# The CRDs of Gateway API and of the Prometheus Operator, from their Go modules'
+# sources: HTTPRoute, PodMonitor, PrometheusRule… are then validated by the
+# real API server (no controller for them runs here).
+module_dir() { # MODULE@VERSION
+  (cd "$E2E/build/pause" && go mod download -json "$1") | jq -er .Dir
+}
+
+install_crds() {
+  local gw po files=()
+  gw=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+  po=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+  files+=("$gw"/config/crd/standard/gateway.networking.k8s.io_*.yaml)
+  for kind in podmonitors servicemonitors prometheusrules; do
+    files+=("$po/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml")
+  done
+  local f args=()
+  for f in "${files[@]}"; do args+=(-f "$f"); done
+  kubectl apply --server-side --force-conflicts --field-manager push-e2e "${args[@]}" >/dev/null
+  kubectl wait --for condition=Established --timeout 60s \
+    crd/httproutes.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io \
+    crd/podmonitors.monitoring.coreos.com crd/servicemonitors.monitoring.coreos.com \
+    crd/prometheusrules.monitoring.coreos.com >/dev/null
 }
 
 cmd_up() {
@@ -401,6 +438,7 @@ cmd_up() {
   start_control_plane
   start_node
   start_addons
+  install_crds
   log "cluster up: KUBECONFIG=$STATE/kubeconfig ($(kubectl version -o json | jq -r .serverVersion.gitVersion))"
 }
 

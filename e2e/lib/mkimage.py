@@ -7,7 +7,7 @@
 
 Each --bin is an ELF file copied with every shared library `ldd` names (and
 the dynamic loader), so a Debian binary runs as it does on the host. The
-image has /etc/passwd and /etc/group with a `push` user (10001) and a
+image has /etc/passwd and /etc/group with a `redis` user (999, the official Redis image's) and a `push` user (10001) and a
 world-writable /tmp. The output is a docker-archive tarball for
 `ctr -n k8s.io images import`. Files get mtime 0 and a sorted order: the same
 inputs give the same image digest, so re-importing is a no-op.
@@ -117,8 +117,8 @@ def main():
     a = p.parse_args()
 
     layer = Layer()
-    layer.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\npush:x:10001:10001:push:/home/push:/bin/sh\n", 0o644)
-    layer.add_file("etc/group", b"root:x:0:\npush:x:10001:\n", 0o644)
+    layer.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nredis:x:999:999:redis:/data:/bin/sh\npush:x:10001:10001:push:/home/push:/bin/sh\n", 0o644)
+    layer.add_file("etc/group", b"root:x:0:\nredis:x:999:\npush:x:10001:\n", 0o644)
     layer.add_file("etc/nsswitch.conf", b"hosts: files dns\n", 0o644)
     layer.add_dir("tmp", 0o1777)
     layer.add_dir("home/push", 0o777)

@@ -108,9 +108,22 @@ def example(name, ns):
     return obj
 
 
-def new_namespace(prefix):
+# Every namespace the tests run product pods in enforces Pod Security
+# "restricted" (latest), as a platform team would: a pod of the operator or
+# of a chart that the policy refuses is never created, and the test fails.
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}{suffix}": value
+              for mode in ("enforce", "warn", "audit")
+              for suffix, value in (("", "restricted"), ("-version", "latest"))}
+
+
+def namespace_object(ns, labels=None):
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {**RESTRICTED, **(labels or {})}}}
+
+
+def new_namespace(prefix, labels=None):
     ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", ns)
+    kubectl("create", "-f", "-", input=yaml.safe_dump(namespace_object(ns, labels)))
     return ns
 
 
@@ -127,9 +140,10 @@ def image_refs():
 def operator(image_refs):
     """The operator chart installed once for the session (test_01 checks it)."""
     repo, tag = split_ref(image_refs["push-operator"])
+    apply(namespace_object(OPERATOR_NS))
     helm(
         "upgrade", "--install", OPERATOR_RELEASE, str(ROOT / "charts" / "push-operator"),
-        "--namespace", OPERATOR_NS, "--create-namespace",
+        "--namespace", OPERATOR_NS,
         "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
         "--set", "replicaCount=2", "--set", "operator.leaseSeconds=10",
         "--wait", "--timeout", "5m",
