@@ -5,7 +5,10 @@
 #     validates against the official Kubernetes schemas (--strict: unknown
 #     fields are errors);
 #  3. the operator install manifest validates too;
-#  4. the example manifests validate against the CRD's own openAPIV3Schema.
+#  4. every pod `push-operator render` produces for each example passes Pod
+#     Security `restricted` (latest), checked by e2e/build/psa-check (the API
+#     server's own k8s.io/pod-security-admission checks; built once with go);
+#  5. the example manifests validate against the CRD's own openAPIV3Schema.
 # Usage: validate-schemas.sh PUSH_OPERATOR_BINARY VENV_DIR
 set -euo pipefail
 bin=$1
@@ -23,11 +26,14 @@ echo "ok   CRD is a valid apiextensions.k8s.io/v1 CustomResourceDefinition"
 "$venv/bin/kubernetes-validate" -k "$k8s_version" --strict --quiet "$root/push-operator/deploy/operator.yaml"
 echo "ok   push-operator/deploy/operator.yaml (namespace, RBAC, Deployment)"
 
+psa=$("$root/e2e/build/psa-check.sh")
 for example in "$root"/docs/examples/*.yaml; do
   out="$tmp/$(basename "$example")"
   "$bin" render -f "$example" > "$out"
   "$venv/bin/kubernetes-validate" -k "$k8s_version" --strict --quiet "$out"
   echo "ok   $(grep -c '^kind:' "$out") rendered objects of $(basename "$example") are valid Kubernetes $k8s_version"
+  "$psa" "$out" 2>/dev/null || { echo "FAIL $(basename "$example"): rendered pods violate Pod Security restricted"; "$psa" "$out"; exit 1; }
+  echo "ok   rendered pods of $(basename "$example") pass Pod Security restricted (latest)"
 done
 
 "$venv/bin/python" "$root/push-operator/scripts/check_examples.py" "$root/crds/pushcluster.yaml" "$root"/docs/examples/*.yaml

@@ -1,6 +1,12 @@
-//! The reconcile loop: apply the desired objects with server-side apply,
-//! remove obsolete ones, keep the Redis master label on the real master,
-//! and write the status.
+//! The reconcile loop: check (or generate) the auth and Redis password
+//! Secrets, observe the Redis topology, apply the desired objects with
+//! server-side apply (the master Service selecting the observed master),
+//! remove obsolete ones, and write the status.
+//!
+//! Auth fails closed: a PushCluster whose auth Secret is missing or holds
+//! none of the keys gets `Ready=False/AuthSecretMissing` and a Warning
+//! Event, and its push-server Deployment is not applied (an existing one
+//! stays as it is, never replaced by one without auth).
 //!
 //! Error policy: an invalid spec becomes a `Ready=False/InvalidSpec`
 //! condition and an Event, and waits for the next spec change (requeueing
@@ -18,22 +24,24 @@ use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::Job,
-    core::v1::{ConfigMap, Pod, Service},
+    core::v1::{ConfigMap, Secret, Service},
+    networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
 };
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{PushCluster, PushClusterStatus, RedisMode, RedisStatus};
 use crate::metrics::Metrics;
-use crate::objects::{
-    self, redis as redis_objects, Desired, Names, Settings, FIELD_MANAGER, ROLE_LABEL,
-};
+use crate::objects::security::{self, RedisPassword, ServerAuth, AUTH_KEYS};
+use crate::objects::{self, redis as redis_objects, Desired, Names, Settings, FIELD_MANAGER};
 use crate::redis_probe::{self, Endpoints};
 use crate::status::{self, READY, REDIS_READY, SERVER_READY};
 use crate::topology::{self, Action as RedisAction, Observation};
@@ -79,6 +87,8 @@ pub struct Context {
     pub redis: Arc<dyn RedisOps>,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Whether the Prometheus Operator's API is served (`run` discovers it).
+    pub monitoring_api: Arc<objects::monitoring::MonitoringApi>,
 }
 
 impl Context {
@@ -99,6 +109,7 @@ impl Context {
             metrics,
             redis,
             failures: Mutex::new(HashMap::new()),
+            monitoring_api: Arc::default(),
         }
     }
 }
@@ -133,6 +144,7 @@ fn api_resource(d: &Desired) -> ApiResource {
         Desired::PodDisruptionBudget(_) => ApiResource::erase::<PodDisruptionBudget>(&()),
         Desired::HorizontalPodAutoscaler(_) => ApiResource::erase::<HorizontalPodAutoscaler>(&()),
         Desired::Job(_) => ApiResource::erase::<Job>(&()),
+        Desired::NetworkPolicy(_) => ApiResource::erase::<NetworkPolicy>(&()),
     }
 }
 
@@ -259,34 +271,167 @@ fn failed_status(pc: &PushCluster, reason: &str, message: &str) -> PushClusterSt
     st
 }
 
-/// Moves the master label onto `master` and off every other Redis pod.
-async fn label_master(ctx: &Context, ns: &str, names: &Names, master: Option<usize>) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = objects::selector(names, redis_objects::REDIS_COMPONENT)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let prefix = format!("{}-", names.redis());
-    for pod in pods.list(&ListParams::default().labels(&selector)).await? {
-        let name = pod.name_any();
-        let ordinal = name
-            .strip_prefix(&prefix)
-            .and_then(|o| o.parse::<usize>().ok());
-        let want = ordinal.is_some() && ordinal == master;
-        let has = pod.labels().get(ROLE_LABEL).map(String::as_str) == Some("master");
-        if want != has {
-            let value = if want {
-                json!("master")
+/// Condition reasons of a missing or empty auth / Redis password Secret.
+pub const AUTH_SECRET_MISSING: &str = "AuthSecretMissing";
+pub const REDIS_AUTH_SECRET_MISSING: &str = "RedisAuthSecretMissing";
+
+/// A Secret problem that keeps the push-server Deployment from rolling out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the Secrets gave: the Redis password for the operator's own probes
+/// and the first problem found, if any.
+#[derive(Clone, Debug, Default)]
+struct Secrets {
+    redis_password: Option<String>,
+    problem: Option<SecretProblem>,
+}
+
+/// A generated Secret: owned by the PushCluster (deleted with it), labelled
+/// like every operator object, created once and never rewritten, so the
+/// operator never rotates a key under running clients.
+fn generated_secret(
+    pc: &PushCluster,
+    names: &Names,
+    name: String,
+    keys: &[&str],
+) -> Result<Secret> {
+    let mut data = std::collections::BTreeMap::new();
+    for key in keys {
+        let v = security::random_secret()?;
+        data.insert((*key).to_string(), ByteString(v.into_bytes()));
+    }
+    let secret = Secret {
+        metadata: objects::meta(pc, names, name, "auth")?,
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    Ok(secret)
+}
+
+/// Reads Secret `name`, creating it as `generated` when it is the
+/// operator's own and does not exist yet.
+async fn get_or_create_secret(
+    api: &Api<Secret>,
+    name: &str,
+    generated: Option<Secret>,
+) -> Result<Option<Secret>> {
+    if let Some(s) = api.get_opt(name).await? {
+        return Ok(Some(s));
+    }
+    let Some(generated) = generated else {
+        return Ok(None);
+    };
+    match api.create(&PostParams::default(), &generated).await {
+        Ok(s) => Ok(Some(s)),
+        // Created in between (a second operator replica before it lost
+        // the Lease): use what is there.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get_opt(name).await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn has_value(secret: &Secret, key: &str) -> bool {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .is_some_and(|v| !v.0.is_empty())
+}
+
+/// Checks the auth Secret and reads the Redis password, generating the
+/// operator's own Secrets when `spec.auth` / `spec.redis.auth` are unset.
+async fn secrets(ctx: &Context, pc: &PushCluster, names: &Names) -> Result<Secrets> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let mut out = Secrets::default();
+    if let ServerAuth::Secret { name, generated } = security::server_auth(pc, names) {
+        let gen = if generated {
+            Some(generated_secret(
+                pc,
+                names,
+                name.clone(),
+                &security::GENERATED_AUTH_KEYS,
+            )?)
+        } else {
+            None
+        };
+        let found = get_or_create_secret(&api, &name, gen).await?;
+        let ok = found
+            .as_ref()
+            .is_some_and(|s| AUTH_KEYS.iter().any(|k| has_value(s, k)));
+        if !ok {
+            let why = if found.is_some() {
+                "has none of the keys"
             } else {
-                serde_json::Value::Null
+                "does not exist"
             };
-            let patch = json!({ "metadata": { "labels": { ROLE_LABEL: value } } });
-            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            out.problem = Some(SecretProblem {
+                reason: AUTH_SECRET_MISSING,
+                message: format!(
+                    "auth Secret {name:?} {why} ({}); push-server is not rolled out without auth \
+                     (set spec.auth.insecure: true to run without)",
+                    AUTH_KEYS.join(", ")
+                ),
+            });
         }
     }
-    Ok(())
+    if let Some(RedisPassword {
+        name,
+        key,
+        generated,
+    }) = security::redis_password(pc, names)
+    {
+        let gen = if generated {
+            Some(generated_secret(
+                pc,
+                names,
+                name.clone(),
+                &[security::REDIS_PASSWORD_KEY],
+            )?)
+        } else {
+            None
+        };
+        let found = get_or_create_secret(&api, &name, gen).await?;
+        let password = found
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(&key).cloned())
+            .and_then(|v| String::from_utf8(v.0).ok())
+            .filter(|p| !p.is_empty());
+        match password {
+            Some(p) => out.redis_password = Some(p),
+            None if out.problem.is_none() => {
+                out.problem = Some(SecretProblem {
+                    reason: REDIS_AUTH_SECRET_MISSING,
+                    message: format!(
+                        "Redis password Secret {name:?} has no non-empty key {key:?}; \
+                         push-server is not rolled out (set spec.redis.auth.insecure: true \
+                         to run Redis without a password)"
+                    ),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Secret names `pc` depends on (for the Secret watch).
+pub fn referenced_secrets(pc: &PushCluster) -> Vec<String> {
+    let Ok(names) = Names::new(pc, &Settings::default()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let ServerAuth::Secret { name, .. } = security::server_auth(pc, &names) {
+        out.push(name);
+    }
+    if let Some(pw) = security::redis_password(pc, &names) {
+        out.push(pw.name);
+    }
+    out
 }
 
 /// One reconcile of one PushCluster.
@@ -332,9 +477,27 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
 }
 
 async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
+    // Refuse a bad spec before touching any Secret.
+    pc.spec.validate()?;
     let names = Names::new(pc, &ctx.settings)?;
     let ns = names.namespace.clone();
-    let desired = objects::desired(pc, &ctx.settings)?;
+    let secrets = secrets(ctx, pc, &names).await?;
+
+    // Observe first, so the master Service selects the master Sentinel
+    // reports (by pod name; the operator never labels pods).
+    let mut plan = None;
+    if pc.spec.redis.mode == RedisMode::Replication {
+        let mut ep = endpoints(pc, &names);
+        ep.password = secrets.redis_password.clone();
+        let obs = ctx.redis.observe(ep.clone()).await;
+        plan = Some((ep, topology::decide(&obs)));
+    }
+    let master = plan.as_ref().and_then(|(_, p)| p.master);
+    let mut desired = objects::desired_with_master(pc, &ctx.settings, master)?;
+    if secrets.problem.is_some() {
+        // Fail closed: no push-server pods without their keys.
+        desired.retain(|d| !matches!(d, Desired::Deployment(_)));
+    }
 
     let mut applied = Vec::with_capacity(desired.len());
     for d in desired {
@@ -343,23 +506,35 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
         applied.push((d, obj));
     }
     for gone in objects::obsolete(pc, &ctx.settings)? {
-        if gone.kind == "HorizontalPodAutoscaler" {
-            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
-            match api.delete(&gone.name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(name = %gone.name, "deleted HPA (autoscaling off)"),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+        let result = match gone.kind {
+            "HorizontalPodAutoscaler" => {
+                Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns)
+                    .delete(&gone.name, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
             }
+            "NetworkPolicy" => Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
+                .delete(&gone.name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(kind = gone.kind, name = %gone.name, "deleted (no longer wanted)")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
 
+    // Ingress, HTTPRoute, PodMonitor, PrometheusRule (objects/optional.rs).
+    let optional =
+        objects::optional::reconcile(&ctx.client, pc, &names, ctx.monitoring_api.get()).await?;
+
     let r = readiness(pc, &names, &applied);
-    let mut master = None;
     let mut topology_note = String::new();
-    if pc.spec.redis.mode == RedisMode::Replication {
-        let ep = endpoints(pc, &names);
-        let obs = ctx.redis.observe(ep.clone()).await;
-        let plan = topology::decide(&obs);
+    if let Some((ep, plan)) = plan {
         topology_note = plan.summary.clone();
         for action in plan.actions {
             tracing::info!(?action, summary = %plan.summary, "redis topology action");
@@ -374,8 +549,6 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
                 .await;
             }
         }
-        label_master(ctx, &ns, &names, plan.master).await?;
-        master = plan.master;
     }
 
     // Status.
@@ -393,7 +566,9 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
             .collect::<Vec<_>>()
             .join(","),
     );
-    let master_name = master.map(|m| format!("{}-{m}", names.redis()));
+    st.image = Some(pc.spec.resolved_image());
+    st.redis_image = Some(pc.spec.resolved_redis_image());
+    let master_name = master.map(|m| redis_objects::redis_pod_name(&names, m));
     st.redis = Some(RedisStatus {
         master: master_name.clone(),
         ready_replicas: r.redis_ready,
@@ -430,12 +605,21 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
             (ok, if ok { "Ready" } else { "Progressing" }, msg)
         }
     };
-    let server_ok = r.server_ready >= r.server_desired.max(1);
-    let server_msg = format!(
-        "{}/{} push-server pods ready",
-        r.server_ready,
-        r.server_desired.max(1)
-    );
+    let problem = secrets.problem.as_ref();
+    let server_ok = problem.is_none() && r.server_ready >= r.server_desired.max(1);
+    let server_msg = match problem {
+        Some(p) => p.message.clone(),
+        None => format!(
+            "{}/{} push-server pods ready",
+            r.server_ready,
+            r.server_desired.max(1)
+        ),
+    };
+    let server_reason = match problem {
+        Some(p) => p.reason,
+        None if server_ok => "Ready",
+        None => "Progressing",
+    };
     status::set(
         &mut st.conditions,
         REDIS_READY,
@@ -449,29 +633,41 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
         &mut st.conditions,
         SERVER_READY,
         server_ok,
-        if server_ok { "Ready" } else { "Progressing" },
+        server_reason,
         &server_msg,
         &t,
         g,
     );
     let ready = redis_ok && server_ok;
+    let old_ready_reason = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.reason.clone());
+    let (ready_reason, ready_msg) = match problem {
+        Some(p) => (p.reason, p.message.as_str()),
+        None if ready => ("Ready", "Redis and push-server are ready"),
+        None => ("Progressing", "waiting for Redis and push-server"),
+    };
     let ready_changed = status::set(
         &mut st.conditions,
         READY,
         ready,
-        if ready { "Ready" } else { "Progressing" },
-        if ready {
-            "Redis and push-server are ready"
-        } else {
-            "waiting for Redis and push-server"
-        },
+        ready_reason,
+        ready_msg,
         &t,
         g,
     );
+    let optional_events = objects::optional::write_status(&optional, &mut st, &t, g);
     if st != old {
         patch_status(ctx, pc, &st).await?;
     }
-    if ready_changed {
+    if let Some(p) = problem {
+        // Once per cause, not on every resync.
+        if old_ready_reason.as_deref() != Some(p.reason) {
+            event(ctx, pc, EventType::Warning, p.reason, p.message.clone()).await;
+        }
+    } else if ready_changed {
         let (ty, reason) = if ready {
             (EventType::Normal, "Ready")
         } else {
@@ -492,6 +688,9 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<Action> {
             ),
         )
         .await;
+    }
+    for (reason, note) in optional_events {
+        event(ctx, pc, EventType::Warning, &reason, note).await;
     }
     Ok(Action::requeue(RESYNC))
 }
@@ -519,18 +718,59 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let all = watcher::Config::default();
-    Controller::new(Api::<PushCluster>::all(client.clone()), all.clone())
-        .owns(Api::<Deployment>::all(client.clone()), all.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), all.clone())
-        .owns(Api::<Service>::all(client.clone()), all.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), all.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), all.clone())
+    // Owned objects: only those the operator labelled, so the watch caches
+    // neither every ConfigMap nor every Service of the cluster.
+    let owned =
+        watcher::Config::default().labels(&format!("{}={FIELD_MANAGER}", objects::MANAGED_BY));
+    // Known before the first reconcile; re-checked in the background.
+    objects::monitoring::refresh(&client, &ctx.monitoring_api).await;
+    let rediscover = tokio::spawn(objects::monitoring::refresh_forever(
+        client.clone(),
+        ctx.monitoring_api.clone(),
+    ));
+    let controller = Controller::new(
+        Api::<PushCluster>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            owned.clone(),
+        )
         .owns(
             Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            all.clone(),
+            owned.clone(),
         )
-        .owns(Api::<Job>::all(client.clone()), all)
+        .owns(Api::<Job>::all(client.clone()), owned.clone())
+        // HTTPRoute, PodMonitor and PrometheusRule are not watched: their
+        // CRDs may be absent; the resync re-applies them.
+        .owns(
+            Api::<k8s_openapi::api::networking::v1::Ingress>::all(client.clone()),
+            owned.clone(),
+        )
+        .owns(Api::<NetworkPolicy>::all(client.clone()), owned)
+        // The auth and Redis password Secrets are the user's as often as
+        // ours: a Secret created or fixed after the PushCluster triggers
+        // the PushClusters of its namespace that name it.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|pc| pc.namespace() == ns && referenced_secrets(pc).contains(&name))
+                    .map(|pc| ObjectRef::from_obj(&*pc))
+                    .collect::<Vec<_>>()
+            },
+        )
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
@@ -541,6 +781,7 @@ pub async fn run(
             }
         })
         .await;
+    rediscover.abort();
 }
 
 #[cfg(test)]

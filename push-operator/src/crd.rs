@@ -10,6 +10,7 @@
 //! server.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,11 +22,16 @@ pub const QUANTITY_PATTERN: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)
 /// Durations as push-server reads them: `500ms`, `25s`, `5m`, `1h`, bare seconds.
 pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)?$";
 
-/// Image used when `spec.image` is empty: the push-server release that
-/// matches this operator build.
+/// Image used when `spec.image` is unset: the push-server release that
+/// matches this operator build. Resolved at every reconcile, never stored
+/// in the object, so an operator upgrade moves clusters that did not pin an
+/// image to the matching server (shown in `status.image`).
 pub fn default_image() -> String {
     format!("ghcr.io/push-dev/push-server:{}", env!("CARGO_PKG_VERSION"))
 }
+
+/// Redis image used when `spec.redis.image` is unset (shown in `status.redisImage`).
+pub const DEFAULT_REDIS_IMAGE: &str = "docker.io/library/redis:7.4";
 
 /// Desired state of a Push deployment: the push-server pods, their
 /// autoscaler and the Redis broker behind them.
@@ -37,7 +43,7 @@ pub fn default_image() -> String {
     version = "v1alpha1",
     kind = "PushCluster",
     namespaced,
-    shortname = "pc",
+    shortname = "pushc",
     status = "PushClusterStatus",
     derive = "PartialEq",
     doc = "A Push cluster: push-server pods, Redis (master, replicas, Sentinel or Redis Cluster) and a connection-based autoscaler.",
@@ -75,9 +81,11 @@ pub fn default_image() -> String {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PushClusterSpec {
-    /// push-server image; empty means the release matching the operator.
-    #[serde(default = "default_image")]
-    pub image: String,
+    /// push-server image. Unset: the push-server release matching the
+    /// operator, resolved at each reconcile and shown in `status.image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
     /// Pull policy for the push-server image (Always, IfNotPresent, Never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
@@ -88,18 +96,33 @@ pub struct PushClusterSpec {
     /// Horizontal scaling on live connection counts.
     #[serde(default)]
     pub autoscaling: Autoscaling,
-    /// CPU/memory requests and limits of the push-server container.
+    /// CPU/memory of the push-server container. Unset: requests of 250m CPU
+    /// and 256Mi memory, a 1Gi memory limit (docs/operator.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// push-server settings, written to its config file (names as in docs/operations.md).
     #[serde(default)]
     pub server: ServerSettings,
-    /// JWT and publish keys, read from a Secret in the same namespace.
+    /// JWT and publish keys. Unset: the operator generates the Secret
+    /// `<name>-auth` (random `jwtSecret` and `publishKey`) once; auth is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// NetworkPolicies the operator creates for this cluster.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// The Redis broker the push-server nodes share.
     #[serde(default)]
     pub redis: RedisSpec,
+    // --- template / expose / monitoring (types in crate::crd_ext) ---
+    /// Overrides merged into the push-server pods and Service (Strimzi-style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::crd_ext::ServerTemplate>,
+    /// Ingress and Gateway API HTTPRoute to the push Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<crate::crd_ext::ExposeSpec>,
+    /// PodMonitor and PrometheusRule (Prometheus Operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<crate::crd_ext::MonitoringSpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -286,12 +309,98 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the auth keys live.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Where the auth keys live, or an explicit opt-out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    cel,
+    validation = Rule::new("has(self.secretRef) != (has(self.insecure) && self.insecure)").message("auth: set either secretRef or insecure: true")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Secret with keys `jwtSecret`, `jwtPublicKey`, `publishKey` (each optional).
-    pub secret_ref: SecretRef,
+    /// Secret with keys `jwtSecret`, `jwtPublicKey`, `publishKey`; at least
+    /// one must exist, or the cluster is not rolled out (`AuthSecretMissing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// `true`: push-server runs without any auth (anyone may subscribe and
+    /// publish). Only for trusted networks and tests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Redis password: a Secret, or an explicit opt-out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    cel,
+    validation = Rule::new("has(self.secretRef) != (has(self.insecure) && self.insecure)").message("redis.auth: set either secretRef or insecure: true")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisAuthSpec {
+    /// Secret holding the Redis password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// `true`: Redis and Sentinel run without a password (and with
+    /// `protected-mode no`); anything that reaches their ports may read and
+    /// write every channel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// A key of a Secret in the PushCluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// NetworkPolicies of a PushCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Who may reach Redis and Sentinel.
+    #[serde(default)]
+    pub redis: RedisNetworkPolicy,
+    /// Who may reach the push-server pods.
+    #[serde(default)]
+    pub server: ServerNetworkPolicy,
+}
+
+/// The Redis/Sentinel NetworkPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisNetworkPolicy {
+    /// Only this cluster's push-server, Redis and Sentinel pods (and its
+    /// cluster init Job) and the operator's pods may reach the Redis and
+    /// Sentinel ports.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for RedisNetworkPolicy {
+    fn default() -> Self {
+        RedisNetworkPolicy { enabled: true }
+    }
+}
+
+/// The optional push-server NetworkPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerNetworkPolicy {
+    /// Restrict ingress to the push-server pods to the `http` and `metrics`
+    /// ports, from `from` (all sources when `from` is empty).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Peers allowed to reach the push-server pods (NetworkPolicyPeer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<NetworkPolicyPeer>,
 }
 
 /// A Secret in the PushCluster's namespace.
@@ -325,9 +434,16 @@ pub struct RedisSpec {
     /// Replication (master + replicas + Sentinel) or Cluster.
     #[serde(default)]
     pub mode: RedisMode,
-    /// Redis image (also used for Sentinel); needs Redis ≥ 7.
-    #[serde(default = "default_redis_image")]
-    pub image: String,
+    /// Redis image (also used for Sentinel); needs Redis ≥ 7. Unset:
+    /// `docker.io/library/redis:7.4`, resolved at each reconcile and shown
+    /// in `status.redisImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Redis password. Unset: the operator generates the Secret
+    /// `<name>-redis-auth` (key `password`) once; Redis requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RedisAuthSpec>,
     /// Replicas besides the master (Replication mode).
     #[serde(default = "default_redis_replicas")]
     #[schemars(range(min = 0, max = 15))]
@@ -341,28 +457,31 @@ pub struct RedisSpec {
     /// Persistent volume per Redis pod.
     #[serde(default)]
     pub storage: StorageSpec,
-    /// CPU/memory for each Redis container.
+    /// CPU/memory for each Redis container. Unset: requests of 100m CPU and
+    /// 256Mi memory, a 1Gi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Overrides merged into the Redis and Sentinel pods and Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::crd_ext::RedisTemplate>,
 }
 
 impl Default for RedisSpec {
     fn default() -> Self {
         RedisSpec {
             mode: RedisMode::Replication,
-            image: default_redis_image(),
+            image: None,
+            auth: None,
             replicas: default_redis_replicas(),
             sentinel: SentinelSpec::default(),
             cluster: ClusterSpec::default(),
             storage: StorageSpec::default(),
             resources: None,
+            template: None,
         }
     }
 }
 
-fn default_redis_image() -> String {
-    "redis:7.4".into()
-}
 fn default_redis_replicas() -> i32 {
     2
 }
@@ -379,7 +498,8 @@ pub struct SentinelSpec {
     #[serde(default = "default_down_after")]
     #[schemars(range(min = 1000))]
     pub down_after_milliseconds: i64,
-    /// CPU/memory for each Sentinel container.
+    /// CPU/memory for each Sentinel container. Unset: requests of 50m CPU
+    /// and 32Mi memory, a 128Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -479,6 +599,17 @@ pub struct PushClusterStatus {
     /// Redis state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisStatus>,
+    /// push-server image in use (`spec.image`, or the operator's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Redis image in use (`spec.redis.image`, or the operator's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_image: Option<String>,
+    /// Optional objects the operator created (`Kind/name`: Ingress,
+    /// HTTPRoute, PodMonitor, PrometheusRule), so it can delete them when
+    /// the spec no longer asks for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional_objects: Vec<String>,
 }
 
 /// Redis part of the status.
@@ -517,13 +648,45 @@ pub struct Condition {
 }
 
 impl PushClusterSpec {
+    /// The push-server image to run: `spec.image` or [`default_image`].
+    pub fn resolved_image(&self) -> String {
+        self.image.clone().unwrap_or_else(default_image)
+    }
+
+    /// The Redis image to run: `spec.redis.image` or [`DEFAULT_REDIS_IMAGE`].
+    pub fn resolved_redis_image(&self) -> String {
+        self.redis
+            .image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.to_string())
+    }
+
     /// Re-checks what the CRD schema enforces and what it cannot (cross-field
     /// rules), so `render` on a local file and a reconcile under an outdated
     /// CRD fail with a clear message instead of producing broken objects.
     pub fn validate(&self) -> Result<(), Error> {
         let mut problems = Vec::new();
-        if self.image.trim().is_empty() {
-            problems.push("spec.image must not be empty".to_string());
+        if self.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            problems.push("spec.image must not be empty when set".to_string());
+        }
+        if self
+            .redis
+            .image
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            problems.push("spec.redis.image must not be empty when set".to_string());
+        }
+        if let Some(a) = &self.auth {
+            if a.secret_ref.is_some() == a.insecure {
+                problems.push("spec.auth: set either secretRef or insecure: true".to_string());
+            }
+        }
+        if let Some(a) = &self.redis.auth {
+            if a.secret_ref.is_some() == a.insecure {
+                problems
+                    .push("spec.redis.auth: set either secretRef or insecure: true".to_string());
+            }
         }
         if self.replicas < 1 {
             problems.push("spec.replicas must be at least 1".into());
@@ -574,6 +737,7 @@ impl PushClusterSpec {
                 r.storage.size
             ));
         }
+        problems.extend(crate::crd_ext::problems(self));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -51,6 +51,10 @@ struct SettingsArgs {
     /// Cluster DNS domain.
     #[arg(long, env = "PUSH_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Namespace of the operator's pods (downward API); the Redis
+    /// NetworkPolicies admit the operator from there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "push-system")]
+    operator_namespace: String,
 }
 
 impl SettingsArgs {
@@ -60,6 +64,7 @@ impl SettingsArgs {
             s.operator_image = image.clone();
         }
         s.cluster_domain = self.cluster_domain.clone();
+        s.operator_namespace = self.operator_namespace.clone();
         s
     }
 }

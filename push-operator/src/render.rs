@@ -21,5 +21,11 @@ pub fn render(manifest: &str, settings: &Settings) -> Result<String> {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&object.to_json()?)?);
     }
+    // Ingress, HTTPRoute and, when asked for explicitly, PodMonitor and
+    // PrometheusRule (no cluster to discover the Prometheus Operator in).
+    for object in objects::optional::render(&pc, settings)? {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&object)?);
+    }
     Ok(out)
 }

@@ -74,7 +74,11 @@ fn defaults_fill_every_field() {
     assert_eq!(s.redis.replicas, 2);
     assert_eq!(s.redis.sentinel.replicas, 3);
     assert_eq!(s.redis.storage.size, "1Gi");
-    assert!(s.image.starts_with("ghcr.io/push-dev/push-server:"));
+    assert_eq!(s.image, None, "no image stored: resolved at reconcile");
+    assert!(s
+        .resolved_image()
+        .starts_with("ghcr.io/push-dev/push-server:"));
+    assert_eq!(s.resolved_redis_image(), "docker.io/library/redis:7.4");
 }
 
 #[test]
@@ -83,6 +87,7 @@ fn default_replication_objects_in_apply_order() {
     assert_eq!(
         ids(&objs),
         [
+            "NetworkPolicy/demo-redis",
             "ConfigMap/demo-redis",
             "Service/demo-redis-headless",
             "Service/demo-redis-master",
@@ -165,7 +170,10 @@ fn sentinel_and_master_service() {
         panic!()
     };
     let sel = svc.spec.as_ref().unwrap().selector.as_ref().unwrap();
-    assert_eq!(sel[objects::ROLE_LABEL], "master");
+    assert_eq!(
+        sel["statefulset.kubernetes.io/pod-name"], "demo-redis-0",
+        "pod 0 before any master is known"
+    );
     let c = server_container(&objs);
     let sentinels = env_value(&c, "PUSH_REDIS_SENTINEL").unwrap();
     assert_eq!(sentinels.split(',').count(), 5);
@@ -183,8 +191,9 @@ fn cluster_mode() {
         "  redis: {mode: Cluster, cluster: {shards: 3, replicasPerShard: 1}}",
     ));
     assert_eq!(
-        ids(&objs)[..5],
+        ids(&objs)[..6],
         [
+            "NetworkPolicy/demo-redis",
             "ConfigMap/demo-redis",
             "Service/demo-redis-headless",
             "StatefulSet/demo-redis",
@@ -264,8 +273,9 @@ fn autoscaling_off_sets_replicas_and_drops_the_hpa() {
         .iter()
         .any(|i| i.starts_with("HorizontalPodAutoscaler")));
     let gone = objects::obsolete(&pc, &Settings::default()).unwrap();
-    assert_eq!(gone[0].kind, "HorizontalPodAutoscaler");
-    assert_eq!(gone[0].name, "demo-push");
+    assert!(gone
+        .iter()
+        .any(|o| o.kind == "HorizontalPodAutoscaler" && o.name == "demo-push"));
 }
 
 #[test]
@@ -281,7 +291,10 @@ fn deployment_probes_grace_and_scrape() {
     );
     let ann = tpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
     assert_eq!(ann["prometheus.io/scrape"], "true");
-    assert_eq!(ann["prometheus.io/port"], "8080");
+    assert_eq!(
+        ann["prometheus.io/port"], "9090",
+        "scrapes use the metrics port"
+    );
     let c = &pod.containers[0];
     let live = c
         .liveness_probe
@@ -299,7 +312,17 @@ fn deployment_probes_grace_and_scrape() {
         .unwrap();
     assert_eq!(live.path.as_deref(), Some("/healthz"));
     assert_eq!(ready.path.as_deref(), Some("/readyz"));
-    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+    let ports: Vec<(String, i32)> = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [("http".to_string(), 8080), ("metrics".to_string(), 9090)]
+    );
     assert_eq!(
         c.args.as_ref().unwrap(),
         &["--config", "/etc/push/config.yaml"]
@@ -320,6 +343,7 @@ fn server_config_uses_spec_names() {
     assert_eq!(v["allowed_origins"], "https://a.example,https://b.example");
     assert_eq!(v["log_format"], "text");
     assert_eq!(v["listen"], "0.0.0.0:8080");
+    assert_eq!(v["metrics_listen"], "0.0.0.0:9090");
     assert!(
         v.get("idle_timeout").is_none(),
         "unset settings keep the server default"
@@ -348,38 +372,289 @@ fn config_change_rolls_the_pods() {
     );
 }
 
+fn secret_ref(c: &Container, var: &str) -> Option<(String, String, Option<bool>)> {
+    let e = c.env.as_ref()?.iter().find(|e| e.name == var)?;
+    let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+    Some((r.name.clone(), r.key.clone(), r.optional))
+}
+
 #[test]
-fn auth_comes_from_the_secret() {
-    let objs = built(&pc("  auth: {secretRef: {name: push-auth}}"));
-    let c = server_container(&objs);
-    let env = c.env.unwrap();
-    for (var, key) in [
-        ("PUSH_JWT_SECRET", "jwtSecret"),
-        ("PUSH_JWT_PUBLIC_KEY", "jwtPublicKey"),
-        ("PUSH_PUBLISH_KEY", "publishKey"),
+fn auth_comes_from_the_secret_and_is_required() {
+    for (spec, secret) in [
+        ("  auth: {secretRef: {name: push-auth}}", "push-auth"),
+        // Omitted: the Secret the operator generates.
+        ("  {}", "demo-auth"),
     ] {
-        let e = env
-            .iter()
-            .find(|e| e.name == var)
-            .unwrap_or_else(|| panic!("{var}"));
-        let r = e
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
+        let c = server_container(&built(&pc(spec)));
+        for (var, key) in [
+            ("PUSH_JWT_SECRET", "jwtSecret"),
+            ("PUSH_JWT_PUBLIC_KEY", "jwtPublicKey"),
+            ("PUSH_PUBLISH_KEY", "publishKey"),
+        ] {
+            assert_eq!(
+                secret_ref(&c, var),
+                Some((secret.to_string(), key.to_string(), Some(true))),
+                "{spec}: {var}"
+            );
+        }
         assert_eq!(
-            (r.name.as_str(), r.key.as_str(), r.optional),
-            ("push-auth", key, Some(true))
+            env_value(&c, "PUSH_REQUIRE_AUTH").as_deref(),
+            Some("true"),
+            "{spec}: the server refuses to start without a key"
         );
     }
-    let without = server_container(&built(&pc("  {}")));
-    assert!(!without
-        .env
+    let open = server_container(&built(&pc("  auth: {insecure: true}")));
+    let env = open.env.unwrap();
+    assert!(!env
+        .iter()
+        .any(|e| e.name.starts_with("PUSH_JWT") || e.name == "PUSH_REQUIRE_AUTH"));
+}
+
+#[test]
+fn auth_needs_either_a_secret_or_insecure() {
+    for spec in [
+        "  auth: {}",
+        "  auth: {secretRef: {name: x}, insecure: true}",
+        "  redis: {auth: {}}",
+    ] {
+        let err = objects::desired(&pc(spec), &Settings::default()).unwrap_err();
+        assert!(err.to_string().contains("insecure: true"), "{spec}: {err}");
+    }
+    use push_operator::crd::AuthSpec;
+    let both = serde_json::json!({"secretRef": {"name": "x"}, "insecure": true});
+    assert!(AuthSpec::validate_cel(&both, None).is_err());
+    assert!(AuthSpec::validate_cel(&serde_json::json!({}), None).is_err());
+    assert!(AuthSpec::validate_cel(&serde_json::json!({"insecure": true}), None).is_ok());
+    assert!(AuthSpec::validate_cel(&serde_json::json!({"secretRef": {"name": "x"}}), None).is_ok());
+}
+
+fn pod_specs(objs: &[Desired]) -> Vec<(String, k8s_openapi::api::core::v1::PodSpec)> {
+    objs.iter()
+        .filter_map(|o| {
+            let spec = match o {
+                Desired::Deployment(d) => d.spec.as_ref()?.template.spec.clone(),
+                Desired::StatefulSet(s) => s.spec.as_ref()?.template.spec.clone(),
+                Desired::Job(j) => j.spec.as_ref()?.template.spec.clone(),
+                _ => None,
+            }?;
+            Some((o.id(), spec))
+        })
+        .collect()
+}
+
+#[test]
+fn every_pod_is_restricted_and_has_requests() {
+    for spec in [
+        "  {}",
+        "  redis: {mode: Cluster}",
+        "  auth: {insecure: true}\n  redis: {auth: {insecure: true}}",
+    ] {
+        let objs = built(&pc(spec));
+        let pods = pod_specs(&objs);
+        assert!(pods.len() >= 3, "{spec}");
+        for (id, pod) in pods {
+            let psc = pod.security_context.as_ref().expect("pod securityContext");
+            assert_eq!(psc.run_as_non_root, Some(true), "{id}");
+            let uid = psc.run_as_user.expect("fixed UID");
+            assert!(uid > 0, "{id}");
+            let want = if id.starts_with("Deployment") {
+                10001
+            } else {
+                999
+            };
+            assert_eq!(uid, want, "{id}");
+            assert_eq!(psc.fs_group, Some(uid), "{id}: volumes writable");
+            assert_eq!(
+                psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                Some("RuntimeDefault"),
+                "{id}"
+            );
+            let containers = pod
+                .containers
+                .iter()
+                .chain(pod.init_containers.iter().flatten());
+            for c in containers {
+                let who = format!("{id} {}", c.name);
+                let sc = c
+                    .security_context
+                    .as_ref()
+                    .expect("container securityContext");
+                assert_eq!(sc.allow_privilege_escalation, Some(false), "{who}");
+                assert_eq!(sc.read_only_root_filesystem, Some(true), "{who}");
+                assert_eq!(
+                    sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+                    Some(vec!["ALL".to_string()]),
+                    "{who}"
+                );
+                let res = c.resources.as_ref().expect("resources");
+                let req = res.requests.as_ref().expect("requests");
+                assert!(
+                    req.contains_key("cpu") && req.contains_key("memory"),
+                    "{who}"
+                );
+                assert!(
+                    res.limits
+                        .as_ref()
+                        .is_some_and(|l| l.contains_key("memory")),
+                    "{who}: memory limit"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_password_reaches_every_redis_client() {
+    let objs = built(&pc("  {}"));
+    let pw = Some(("demo-redis-auth".to_string(), "password".to_string(), None));
+    assert_eq!(
+        secret_ref(&server_container(&objs), "PUSH_REDIS_PASSWORD"),
+        pw
+    );
+    for sts in ["StatefulSet/demo-redis", "StatefulSet/demo-sentinel"] {
+        let Desired::StatefulSet(s) = find(&objs, sts) else {
+            panic!()
+        };
+        let pod = s.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            assert_eq!(secret_ref(c, "REDIS_PASSWORD"), pw, "{sts} {}", c.name);
+        }
+        // The readiness probe's redis-cli authenticates from REDISCLI_AUTH.
+        assert_eq!(secret_ref(&pod.containers[0], "REDISCLI_AUTH"), pw, "{sts}");
+    }
+    let Desired::ConfigMap(cm) = find(&objs, "ConfigMap/demo-redis") else {
+        panic!()
+    };
+    let conf = &cm.data.as_ref().unwrap()["redis.conf"];
+    assert!(!conf.contains("protected-mode no"), "{conf}");
+
+    // A user Secret with its own key.
+    let objs = built(&pc(
+        "  redis: {auth: {secretRef: {name: my-redis, key: pass}}}",
+    ));
+    assert_eq!(
+        secret_ref(&server_container(&objs), "PUSH_REDIS_PASSWORD"),
+        Some(("my-redis".to_string(), "pass".to_string(), None))
+    );
+
+    // Cluster mode: nodes include the auth lines an init container writes,
+    // and the init Job's redis-cli authenticates from the environment.
+    let objs = built(&pc("  redis: {mode: Cluster}"));
+    let Desired::ConfigMap(cm) = find(&objs, "ConfigMap/demo-redis") else {
+        panic!()
+    };
+    assert!(cm.data.as_ref().unwrap()["redis.conf"].contains("include /boot/auth.conf"));
+    let Desired::Job(job) = find(&objs, "Job/demo-redis-cluster-init-3x2") else {
+        panic!()
+    };
+    let c = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(secret_ref(c, "REDISCLI_AUTH"), pw);
+    assert!(!c
+        .command
+        .as_ref()
         .unwrap()
         .iter()
-        .any(|e| e.name.starts_with("PUSH_JWT")));
+        .any(|a| a.contains(" -a ")));
+
+    // Insecure: no password anywhere, and protected mode off so remote
+    // clients are not refused.
+    let objs = built(&pc("  redis: {auth: {insecure: true}}"));
+    assert_eq!(
+        secret_ref(&server_container(&objs), "PUSH_REDIS_PASSWORD"),
+        None
+    );
+    let Desired::ConfigMap(cm) = find(&objs, "ConfigMap/demo-redis") else {
+        panic!()
+    };
+    assert!(cm.data.as_ref().unwrap()["redis.conf"].contains("protected-mode no"));
+}
+
+#[test]
+fn network_policies() {
+    let settings = Settings {
+        operator_namespace: "ops".into(),
+        ..Settings::default()
+    };
+    let objs = objects::desired(&pc("  {}"), &settings).unwrap();
+    let v = find(&objs, "NetworkPolicy/demo-redis").to_json().unwrap();
+    let spec = &v["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "demo"
+    );
+    assert_eq!(
+        spec["podSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["redis", "sentinel"])
+    );
+    let rule = &spec["ingress"][0];
+    let ports: Vec<i64> = rule["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [6379, 16379, 26379]);
+    assert_eq!(
+        rule["from"][0]["podSelector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "push", "app.kubernetes.io/instance": "demo"})
+    );
+    assert_eq!(
+        rule["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ops"
+    );
+    assert_eq!(
+        rule["from"][1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "push-operator"
+    );
+    assert!(!ids(&objs).contains(&"NetworkPolicy/demo-push".to_string()));
+
+    // The server policy is opt-in; turning the Redis one off makes it obsolete.
+    let pc2 = pc("  networkPolicy: {redis: {enabled: false}, server: {enabled: true, from: [{namespaceSelector: {matchLabels: {team: web}}}]}}");
+    let objs = built(&pc2);
+    assert!(!ids(&objs).contains(&"NetworkPolicy/demo-redis".to_string()));
+    let v = find(&objs, "NetworkPolicy/demo-push").to_json().unwrap();
+    assert_eq!(
+        v["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "web"
+    );
+    let gone = objects::obsolete(&pc2, &Settings::default()).unwrap();
+    assert!(gone
+        .iter()
+        .any(|o| o.kind == "NetworkPolicy" && o.name == "demo-redis"));
+}
+
+#[test]
+fn service_exposes_the_metrics_port() {
+    let objs = built(&pc("  {}"));
+    let Desired::Service(svc) = find(&objs, "Service/demo-push") else {
+        panic!()
+    };
+    let ports: Vec<(String, i32)> = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [("http".to_string(), 80), ("metrics".to_string(), 9090)]
+    );
 }
 
 #[test]
@@ -449,7 +724,7 @@ fn render_prints_every_object_as_multi_doc_yaml() {
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_yaml::from_str(d).unwrap())
         .collect();
-    assert_eq!(docs.len(), 13);
+    assert_eq!(docs.len(), 14);
     assert!(docs
         .iter()
         .all(|d| d["apiVersion"].is_string() && d["kind"].is_string()));

@@ -19,7 +19,11 @@ fn crd_names_printer_columns_and_subresources() {
         serde_yaml::from_str(&push_operator::crd::crd_yaml().unwrap()).unwrap();
     assert_eq!(crd["metadata"]["name"], "pushclusters.push.dev");
     assert_eq!(crd["spec"]["scope"], "Namespaced");
-    assert_eq!(crd["spec"]["names"]["shortNames"][0], "pc");
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["pushc"]),
+        "pc is PriorityClass"
+    );
     let v = &crd["spec"]["versions"][0];
     assert_eq!(v["name"], "v1alpha1");
     let cols: Vec<&str> = v["additionalPrinterColumns"]

@@ -23,14 +23,19 @@ use tower_test::mock::{self, Handle, SendResponse};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
-/// Redis as a fixed observation; records the actions the controller takes.
+/// Redis as a fixed observation; records the actions the controller takes
+/// and the password it probes with.
 struct StubRedis {
     obs: Observation,
     executed: Mutex<Vec<RedisAction>>,
+    passwords: Mutex<Vec<Option<String>>>,
 }
 
 impl RedisOps for StubRedis {
-    fn observe(&self, _ep: Endpoints) -> BoxFut<Observation> {
+    fn observe(&self, ep: Endpoints) -> BoxFut<Observation> {
+        if let Ok(mut p) = self.passwords.lock() {
+            p.push(ep.password.clone());
+        }
         let obs = self.obs.clone();
         Box::pin(async move { obs })
     }
@@ -71,6 +76,7 @@ fn topology(master: usize, stray: Option<usize>) -> Arc<StubRedis> {
             sentinel_master: Some(master),
         },
         executed: Mutex::new(Vec::new()),
+        passwords: Mutex::new(Vec::new()),
     })
 }
 
@@ -154,9 +160,85 @@ async fn expect_apply(handle: &mut ApiHandle, path: &str) -> Value {
 
 const NS: &str = "/api/v1/namespaces/realtime";
 const APPS: &str = "/apis/apps/v1/namespaces/realtime";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/realtime/networkpolicies";
+
+/// A Secret as the API server returns it (`data` base64 through ByteString).
+fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            let b = k8s_openapi::ByteString(v.as_bytes().to_vec());
+            (k.to_string(), serde_json::to_value(b).expect("base64"))
+        })
+        .collect();
+    json!({ "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name, "namespace": "realtime" }, "data": data })
+}
+
+/// Answers a GET of Secret `name` with `found` (or 404).
+async fn expect_secret_get(handle: &mut ApiHandle, name: &str, found: Option<Value>) {
+    let (req, send) = next(handle, &format!("GET secret {name}")).await;
+    assert_eq!(req.method(), http::Method::GET, "{name}");
+    assert_eq!(req.uri().path(), format!("{NS}/secrets/{name}"));
+    match found {
+        Some(s) => respond(send, StatusCode::OK, &s),
+        None => respond(send, StatusCode::NOT_FOUND, &not_found()),
+    }
+}
+
+/// Answers the creation of a generated Secret; returns its body.
+async fn expect_secret_create(handle: &mut ApiHandle, name: &str) -> Value {
+    let (req, send) = next(handle, &format!("create secret {name}")).await;
+    assert_eq!(req.method(), http::Method::POST, "{name}");
+    assert_eq!(req.uri().path(), format!("{NS}/secrets"));
+    let body = body_json(req).await;
+    assert_eq!(body["metadata"]["name"], name);
+    respond(send, StatusCode::CREATED, &body);
+    body
+}
+
+/// First reconcile of a PushCluster without `auth`/`redis.auth`: both
+/// Secrets are generated. Returns (auth, redis) Secret bodies.
+async fn expect_generated_secrets(handle: &mut ApiHandle) -> (Value, Value) {
+    expect_secret_get(handle, "demo-auth", None).await;
+    let auth = expect_secret_create(handle, "demo-auth").await;
+    expect_secret_get(handle, "demo-redis-auth", None).await;
+    let redis = expect_secret_create(handle, "demo-redis-auth").await;
+    (auth, redis)
+}
+
+/// Later reconciles: both generated Secrets exist and are only read.
+async fn expect_existing_secrets(handle: &mut ApiHandle) {
+    expect_secret_get(
+        handle,
+        "demo-auth",
+        Some(secret(
+            "demo-auth",
+            &[("jwtSecret", "j"), ("publishKey", "p")],
+        )),
+    )
+    .await;
+    expect_secret_get(
+        handle,
+        "demo-redis-auth",
+        Some(secret("demo-redis-auth", &[("password", "redis-pw")])),
+    )
+    .await;
+}
+
+/// The DELETE of an object the spec no longer wants, answered 404.
+async fn expect_delete(handle: &mut ApiHandle, path: &str) {
+    let (req, send) = next(handle, &format!("DELETE {path}")).await;
+    assert_eq!(req.method(), http::Method::DELETE, "{path}");
+    assert_eq!(req.uri().path(), path);
+    respond(send, StatusCode::NOT_FOUND, &not_found());
+}
+
+const HPA: &str = "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push";
 
 fn replication_apply_paths() -> Vec<String> {
     vec![
+        format!("{NETPOL}/demo-redis"),
         format!("{NS}/configmaps/demo-redis"),
         format!("{NS}/services/demo-redis-headless"),
         format!("{NS}/services/demo-redis-master"),
@@ -170,59 +252,6 @@ fn replication_apply_paths() -> Vec<String> {
         format!("{NS}/services/demo-push"),
         "/apis/policy/v1/namespaces/realtime/poddisruptionbudgets/demo-push".into(),
     ]
-}
-
-fn redis_pod(ordinal: usize, master_label: bool) -> Value {
-    let mut labels = json!({
-        "app.kubernetes.io/name": "push",
-        "app.kubernetes.io/instance": "demo",
-        "app.kubernetes.io/component": "redis",
-    });
-    if master_label {
-        labels["push.dev/redis-role"] = json!("master");
-    }
-    json!({ "metadata": { "name": format!("demo-redis-{ordinal}"), "namespace": "realtime", "labels": labels } })
-}
-
-/// Answers the Redis pod list and the label patches that must follow.
-async fn expect_master_label(handle: &mut ApiHandle, labelled: &[usize], want_master: usize) {
-    let (req, send) = next(handle, "pod list").await;
-    assert_eq!(req.method(), http::Method::GET);
-    assert_eq!(req.uri().path(), format!("{NS}/pods"));
-    let query = req.uri().query().unwrap_or_default();
-    assert!(query.contains("labelSelector="), "{query}");
-    let items: Vec<Value> = (0..3)
-        .map(|i| redis_pod(i, labelled.contains(&i)))
-        .collect();
-    respond(
-        send,
-        StatusCode::OK,
-        &json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items }),
-    );
-    let mut expected: Vec<(usize, Value)> = Vec::new();
-    for i in 0..3 {
-        let has = labelled.contains(&i);
-        if i == want_master && !has {
-            expected.push((i, json!("master")));
-        } else if i != want_master && has {
-            expected.push((i, Value::Null));
-        }
-    }
-    for (i, value) in expected {
-        let (req, send) = next(handle, "label patch").await;
-        assert_eq!(req.method(), http::Method::PATCH);
-        assert_eq!(req.uri().path(), format!("{NS}/pods/demo-redis-{i}"));
-        let body = body_json(req).await;
-        assert_eq!(
-            body["metadata"]["labels"]["push.dev/redis-role"], value,
-            "pod {i}"
-        );
-        respond(
-            send,
-            StatusCode::OK,
-            &redis_pod(i, value == json!("master")),
-        );
-    }
 }
 
 async fn expect_status(handle: &mut ApiHandle) -> Value {
@@ -281,30 +310,67 @@ async fn applies_every_object_in_order_and_reports_ready() {
     let (ctx, mut handle) = context(redis.clone());
     let pc = Arc::new(pushcluster(json!({})));
     let server = tokio::spawn(async move {
+        let (auth, redis_auth) = expect_generated_secrets(&mut handle).await;
         let mut deployment = Value::Null;
+        let mut master_svc = Value::Null;
         for path in replication_apply_paths() {
             let obj = expect_apply(&mut handle, &path).await;
             if obj["kind"] == "Deployment" {
                 deployment = obj;
+            } else if path.ends_with("/services/demo-redis-master") {
+                master_svc = obj;
             }
         }
-        expect_apply(
-            &mut handle,
-            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
-        )
-        .await;
-        expect_master_label(&mut handle, &[], 0).await;
+        expect_apply(&mut handle, HPA).await;
+        // spec.networkPolicy.server is off by default.
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
         let status = expect_status(&mut handle).await;
         expect_event(&mut handle, "Ready", "Normal").await;
         expect_event(&mut handle, "RedisMaster", "Normal").await;
         expect_no_more(handle).await;
-        (deployment, status)
+        (deployment, master_svc, status, auth, redis_auth)
     });
     let action = controller::reconcile(pc, ctx)
         .await
         .expect("reconcile succeeds");
     assert_eq!(action, Action::requeue(controller::RESYNC));
-    let (deployment, status) = server.await.expect("scenario");
+    let (deployment, master_svc, status, auth, redis_auth) = server.await.expect("scenario");
+
+    // Generated Secrets: owned, labelled, random keys.
+    for (s, keys) in [
+        (&auth, &["jwtSecret", "publishKey"][..]),
+        (&redis_auth, &["password"][..]),
+    ] {
+        assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "PushCluster");
+        assert_eq!(
+            s["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "push-operator"
+        );
+        let data = s["data"].as_object().expect("data");
+        assert_eq!(data.len(), keys.len());
+        for k in keys {
+            let b64 = data[*k].as_str().expect("base64 value");
+            assert!(b64.len() >= 40, "{k}: 32 random bytes, hex");
+        }
+    }
+    assert_ne!(auth["data"]["jwtSecret"], auth["data"]["publishKey"]);
+    // The operator probed Redis with the password it generated.
+    let pw: k8s_openapi::ByteString =
+        serde_json::from_value(redis_auth["data"]["password"].clone()).expect("bytes");
+    assert_eq!(
+        redis.passwords.lock().unwrap().clone(),
+        vec![Some(String::from_utf8(pw.0).expect("utf-8"))]
+    );
+    // The master Service selects the master by the StatefulSet's pod label.
+    assert_eq!(
+        master_svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"],
+        "demo-redis-0"
+    );
+    assert!(status["image"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("ghcr.io/push-dev/push-server:"));
+    assert_eq!(status["redisImage"], "docker.io/library/redis:7.4");
 
     assert!(
         deployment["spec"].get("replicas").is_none(),
@@ -326,6 +392,7 @@ async fn autoscaling_off_sets_replicas_and_deletes_the_hpa() {
         json!({ "replicas": 3, "autoscaling": { "enabled": false } }),
     ));
     let server = tokio::spawn(async move {
+        expect_existing_secrets(&mut handle).await;
         let mut deployment = Value::Null;
         for path in replication_apply_paths() {
             let obj = expect_apply(&mut handle, &path).await;
@@ -333,14 +400,8 @@ async fn autoscaling_off_sets_replicas_and_deletes_the_hpa() {
                 deployment = obj;
             }
         }
-        let (req, send) = next(&mut handle, "HPA delete").await;
-        assert_eq!(req.method(), http::Method::DELETE);
-        assert_eq!(
-            req.uri().path(),
-            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push"
-        );
-        respond(send, StatusCode::NOT_FOUND, &not_found());
-        expect_master_label(&mut handle, &[0], 0).await;
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        expect_delete(&mut handle, HPA).await;
         expect_status(&mut handle).await;
         expect_event(&mut handle, "Ready", "Normal").await;
         expect_event(&mut handle, "RedisMaster", "Normal").await;
@@ -355,9 +416,9 @@ async fn autoscaling_off_sets_replicas_and_deletes_the_hpa() {
 }
 
 #[tokio::test]
-async fn after_failover_the_label_moves_and_the_stray_master_follows() {
-    // Sentinel promoted pod 2; pod 0 (labelled master from before) came back
-    // claiming to be master.
+async fn after_failover_the_master_service_moves_and_the_stray_master_follows() {
+    // Sentinel promoted pod 2; pod 0 (master before) came back claiming to
+    // be master.
     let redis = topology(2, Some(0));
     let (ctx, mut handle) = context(redis.clone());
     let mut pc = pushcluster(json!({}));
@@ -369,25 +430,34 @@ async fn after_failover_the_label_moves_and_the_stray_master_follows() {
     );
     let pc = Arc::new(pc);
     let server = tokio::spawn(async move {
+        expect_existing_secrets(&mut handle).await;
+        let mut master_svc = Value::Null;
         for path in replication_apply_paths() {
-            expect_apply(&mut handle, &path).await;
+            let obj = expect_apply(&mut handle, &path).await;
+            if path.ends_with("/services/demo-redis-master") {
+                master_svc = obj;
+            }
         }
-        expect_apply(
-            &mut handle,
-            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
-        )
-        .await;
-        expect_master_label(&mut handle, &[0], 2).await;
+        expect_apply(&mut handle, HPA).await;
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
         let status = expect_status(&mut handle).await;
         expect_event(&mut handle, "Ready", "Normal").await;
         let ev = expect_event(&mut handle, "RedisMaster", "Normal").await;
         expect_no_more(handle).await;
-        (status, ev)
+        (status, ev, master_svc)
     });
     controller::reconcile(pc, ctx)
         .await
         .expect("reconcile succeeds");
-    let (status, ev) = server.await.expect("scenario");
+    let (status, ev, master_svc) = server.await.expect("scenario");
+    assert_eq!(
+        master_svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], "demo-redis-2",
+        "no pod patch: the Service follows the master"
+    );
+    assert_eq!(
+        redis.passwords.lock().unwrap().clone(),
+        vec![Some("redis-pw".to_string())]
+    );
     assert_eq!(status["redis"]["master"], "demo-redis-2");
     assert!(ev["note"]
         .as_str()
@@ -439,8 +509,8 @@ async fn api_error_is_reported_and_retried_with_backoff() {
     let (ctx, mut handle) = context(topology(0, None));
     let pc = Arc::new(pushcluster(json!({})));
     let server = tokio::spawn(async move {
-        let (req, send) = next(&mut handle, "first apply").await;
-        assert_eq!(req.uri().path(), format!("{NS}/configmaps/demo-redis"));
+        let (req, send) = next(&mut handle, "first call").await;
+        assert_eq!(req.uri().path(), format!("{NS}/secrets/demo-auth"));
         respond(
             send,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -500,15 +570,12 @@ async fn steady_state_writes_no_status_and_no_events() {
     let redis = topology(0, None);
     let (ctx, mut handle) = context(redis.clone());
     let first = tokio::spawn(async move {
+        expect_existing_secrets(&mut handle).await;
         for path in replication_apply_paths() {
             expect_apply(&mut handle, &path).await;
         }
-        expect_apply(
-            &mut handle,
-            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
-        )
-        .await;
-        expect_master_label(&mut handle, &[0], 0).await;
+        expect_apply(&mut handle, HPA).await;
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
         let status = expect_status(&mut handle).await;
         expect_event(&mut handle, "Ready", "Normal").await;
         expect_event(&mut handle, "RedisMaster", "Normal").await;
@@ -523,19 +590,145 @@ async fn steady_state_writes_no_status_and_no_events() {
     let mut pc = pushcluster(json!({}));
     pc.status = Some(serde_json::from_value(status).expect("status round-trips"));
     let second = tokio::spawn(async move {
+        expect_existing_secrets(&mut handle).await;
         for path in replication_apply_paths() {
             expect_apply(&mut handle, &path).await;
         }
-        expect_apply(
-            &mut handle,
-            "/apis/autoscaling/v2/namespaces/realtime/horizontalpodautoscalers/demo-push",
-        )
-        .await;
-        expect_master_label(&mut handle, &[0], 0).await;
+        expect_apply(&mut handle, HPA).await;
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
         expect_no_more(handle).await;
     });
     controller::reconcile(Arc::new(pc), ctx)
         .await
         .expect("second reconcile");
     second.await.expect("second scenario");
+}
+
+/// A `secretRef` to a Secret that is missing, then to one with none of the
+/// keys: Ready=False/AuthSecretMissing, a Warning Event (once), and every
+/// object but the push-server Deployment applied.
+#[tokio::test]
+async fn missing_auth_secret_fails_closed() {
+    for found in [None, Some(secret("push-auth", &[("unrelated", "x")]))] {
+        let empty = found.is_some();
+        let (ctx, mut handle) = context(topology(0, None));
+        let pc = Arc::new(pushcluster(
+            json!({ "auth": { "secretRef": { "name": "push-auth" } } }),
+        ));
+        let server = tokio::spawn(async move {
+            expect_secret_get(&mut handle, "push-auth", found).await;
+            expect_secret_get(
+                &mut handle,
+                "demo-redis-auth",
+                Some(secret("demo-redis-auth", &[("password", "pw")])),
+            )
+            .await;
+            for path in replication_apply_paths() {
+                if path.ends_with("/deployments/demo-push") {
+                    continue; // never rolled out without auth
+                }
+                expect_apply(&mut handle, &path).await;
+            }
+            expect_apply(&mut handle, HPA).await;
+            expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+            let status = expect_status(&mut handle).await;
+            let ev = expect_event(&mut handle, "AuthSecretMissing", "Warning").await;
+            // Redis is managed as usual meanwhile.
+            expect_event(&mut handle, "RedisMaster", "Normal").await;
+            expect_no_more(handle).await;
+            (status, ev)
+        });
+        controller::reconcile(pc, ctx)
+            .await
+            .expect("a missing Secret is a condition, not an error");
+        let (status, ev) = server.await.expect("scenario");
+        for c in ["Ready", "ServerReady"] {
+            assert_eq!(condition(&status, c)["status"], "False", "{c}");
+            assert_eq!(condition(&status, c)["reason"], "AuthSecretMissing", "{c}");
+        }
+        let note = ev["note"].as_str().unwrap_or_default();
+        assert!(note.contains("push-auth"), "{note}");
+        let why = if empty {
+            "none of the keys"
+        } else {
+            "does not exist"
+        };
+        assert!(note.contains(why), "{note}");
+
+        // The next resync finds it still missing: no second Event.
+        let (ctx, mut handle) = context(topology(0, None));
+        let mut again = pushcluster(json!({ "auth": { "secretRef": { "name": "push-auth" } } }));
+        again.status = Some(serde_json::from_value(status).expect("status"));
+        let server = tokio::spawn(async move {
+            expect_secret_get(&mut handle, "push-auth", None).await;
+            expect_secret_get(
+                &mut handle,
+                "demo-redis-auth",
+                Some(secret("demo-redis-auth", &[("password", "pw")])),
+            )
+            .await;
+            for path in replication_apply_paths() {
+                if !path.ends_with("/deployments/demo-push") {
+                    expect_apply(&mut handle, &path).await;
+                }
+            }
+            expect_apply(&mut handle, HPA).await;
+            expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+            if empty {
+                // The message changed (missing now, empty before).
+                expect_status(&mut handle).await;
+            }
+            expect_no_more(handle).await;
+        });
+        controller::reconcile(Arc::new(again), ctx)
+            .await
+            .expect("second reconcile");
+        server.await.expect("second scenario");
+    }
+}
+
+/// `auth.insecure` and `redis.auth.insecure`: no Secret is read or made, no
+/// password is probed with, and the Deployment is rolled out.
+#[tokio::test]
+async fn insecure_reads_no_secret() {
+    let redis = topology(0, None);
+    let (ctx, mut handle) = context(redis.clone());
+    let pc = Arc::new(pushcluster(
+        json!({ "auth": { "insecure": true }, "redis": { "auth": { "insecure": true } } }),
+    ));
+    let server = tokio::spawn(async move {
+        for path in replication_apply_paths() {
+            expect_apply(&mut handle, &path).await;
+        }
+        expect_apply(&mut handle, HPA).await;
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        let status = expect_status(&mut handle).await;
+        expect_event(&mut handle, "Ready", "Normal").await;
+        expect_event(&mut handle, "RedisMaster", "Normal").await;
+        expect_no_more(handle).await;
+        status
+    });
+    controller::reconcile(pc, ctx).await.expect("reconcile");
+    let status = server.await.expect("scenario");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(redis.passwords.lock().unwrap().clone(), vec![None]);
+}
+
+#[test]
+fn a_secret_event_maps_to_the_pushclusters_that_name_it() {
+    let user = pushcluster(json!({ "auth": { "secretRef": { "name": "push-auth" } },
+        "redis": { "auth": { "secretRef": { "name": "redis-pw", "key": "pw" } } } }));
+    assert_eq!(
+        controller::referenced_secrets(&user),
+        ["push-auth", "redis-pw"]
+    );
+    let default = pushcluster(json!({}));
+    assert_eq!(
+        controller::referenced_secrets(&default),
+        ["demo-auth", "demo-redis-auth"]
+    );
+    let open = pushcluster(
+        json!({ "auth": { "insecure": true }, "redis": { "auth": { "insecure": true } } }),
+    );
+    assert!(controller::referenced_secrets(&open).is_empty());
 }

@@ -2,8 +2,13 @@
 //! objects the operator applies. Nothing here talks to the API server, so
 //! `render` and the unit tests see exactly what `run` would apply.
 
+pub mod expose;
+pub mod monitoring;
+pub mod optional;
 pub mod redis;
+pub mod security;
 pub mod server;
+pub mod template;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +17,7 @@ use k8s_openapi::api::{
     autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::Job,
     core::v1::{ConfigMap, Service},
+    networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -29,11 +35,16 @@ pub const MASTER_NAME: &str = "push";
 pub const REDIS_PORT: i32 = 6379;
 /// Sentinel port.
 pub const SENTINEL_PORT: i32 = 26379;
-/// push-server HTTP port (API, WS, SSE, probes, metrics).
+/// push-server HTTP port (API, WS, SSE, probes).
 pub const HTTP_PORT: i32 = 8080;
-/// Label the operator moves onto the pod that is the Redis master, so the
-/// `<name>-redis-master` Service always selects the real master.
-pub const ROLE_LABEL: &str = "push.dev/redis-role";
+/// push-server metrics port (`metrics_listen`), kept off the public port.
+pub const METRICS_PORT: i32 = 9090;
+/// Label every object the operator creates carries; its watches select on it.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label the StatefulSet controller sets on each of its pods; the
+/// `<name>-redis-master` Service selects the master pod by it, so the
+/// operator never patches pods.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 
 /// Operator-wide settings that are not part of a PushCluster.
 #[derive(Clone, Debug)]
@@ -43,6 +54,9 @@ pub struct Settings {
     pub operator_image: String,
     /// DNS suffix of the cluster, for pod FQDNs that Redis announces.
     pub cluster_domain: String,
+    /// Namespace the operator runs in (downward API `POD_NAMESPACE`); the
+    /// Redis NetworkPolicy admits the operator's pods from there.
+    pub operator_namespace: String,
 }
 
 impl Default for Settings {
@@ -53,6 +67,7 @@ impl Default for Settings {
                 env!("CARGO_PKG_VERSION")
             ),
             cluster_domain: "cluster.local".into(),
+            operator_namespace: "push-system".into(),
         }
     }
 }
@@ -68,6 +83,7 @@ pub enum Desired {
     PodDisruptionBudget(PodDisruptionBudget),
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     Job(Job),
+    NetworkPolicy(NetworkPolicy),
 }
 
 impl Desired {
@@ -85,6 +101,7 @@ impl Desired {
             Desired::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Desired::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
             Desired::Job(_) => "Job",
+            Desired::NetworkPolicy(_) => "NetworkPolicy",
         }
     }
 
@@ -97,6 +114,7 @@ impl Desired {
             Desired::PodDisruptionBudget(o) => o.name_any(),
             Desired::HorizontalPodAutoscaler(o) => o.name_any(),
             Desired::Job(o) => o.name_any(),
+            Desired::NetworkPolicy(o) => o.name_any(),
         }
     }
 
@@ -111,6 +129,7 @@ impl Desired {
             Desired::PodDisruptionBudget(o) => typed_json(o),
             Desired::HorizontalPodAutoscaler(o) => typed_json(o),
             Desired::Job(o) => typed_json(o),
+            Desired::NetworkPolicy(o) => typed_json(o),
         }
     }
 }
@@ -177,6 +196,18 @@ impl Names {
     }
     pub fn server(&self) -> String {
         format!("{}-push", self.instance)
+    }
+    /// Generated auth Secret (when `spec.auth` is unset).
+    pub fn auth_secret(&self) -> String {
+        format!("{}-auth", self.instance)
+    }
+    /// Generated Redis password Secret (when `spec.redis.auth` is unset).
+    pub fn redis_auth_secret(&self) -> String {
+        format!("{}-redis-auth", self.instance)
+    }
+    /// NetworkPolicy in front of Redis and Sentinel.
+    pub fn redis_network_policy(&self) -> String {
+        format!("{}-redis", self.instance)
     }
     pub fn cluster_init_job(&self, shards: i32, replicas_per_shard: i32) -> String {
         format!(
@@ -249,25 +280,53 @@ pub fn meta(pc: &PushCluster, names: &Names, name: String, component: &str) -> R
 }
 
 /// Everything the operator applies for `pc`, in apply order: Redis first
-/// (push-server readiness depends on it), the autoscaler last.
+/// (push-server readiness depends on it), the autoscaler last. The Redis
+/// master is the one `status.redis.master` names (pod 0 before there is one).
 pub fn desired(pc: &PushCluster, settings: &Settings) -> Result<Vec<Desired>> {
+    desired_with_master(pc, settings, None)
+}
+
+/// [`desired`] with the Redis master the controller just observed; `None`
+/// keeps the one in the status.
+pub fn desired_with_master(
+    pc: &PushCluster,
+    settings: &Settings,
+    master: Option<usize>,
+) -> Result<Vec<Desired>> {
     pc.spec.validate()?;
     let names = Names::new(pc, settings)?;
-    let mut out = Vec::new();
+    let master = master
+        .or_else(|| redis::status_master(pc, &names))
+        .unwrap_or(0);
+    let mut out = security::network_policies(pc, &names, settings)?;
     match pc.spec.redis.mode {
-        RedisMode::Replication => out.extend(redis::replication(pc, &names, settings)?),
+        RedisMode::Replication => out.extend(redis::replication(pc, &names, settings, master)?),
         RedisMode::Cluster => out.extend(redis::cluster(pc, &names)?),
     }
     out.extend(server::objects(pc, &names)?);
+    template::apply(pc, &mut out)?;
     Ok(out)
 }
 
-/// Objects from another configuration of the spec that must go away: only
-/// the HPA once autoscaling is turned off (a mode switch is refused by the
-/// CRD, so Sentinel and Cluster objects never need cleaning up).
+/// Objects from another configuration of the spec that must go away: the
+/// HPA once autoscaling is turned off, a NetworkPolicy once it is disabled
+/// (a mode switch is refused by the CRD, so Sentinel and Cluster objects
+/// never need cleaning up).
 pub fn obsolete(pc: &PushCluster, settings: &Settings) -> Result<Vec<Obsolete>> {
     let names = Names::new(pc, settings)?;
     let mut out = Vec::new();
+    if !pc.spec.network_policy.redis.enabled {
+        out.push(Obsolete {
+            kind: "NetworkPolicy",
+            name: names.redis_network_policy(),
+        });
+    }
+    if !pc.spec.network_policy.server.enabled {
+        out.push(Obsolete {
+            kind: "NetworkPolicy",
+            name: names.server(),
+        });
+    }
     if !pc.spec.autoscaling.enabled {
         out.push(Obsolete {
             kind: "HorizontalPodAutoscaler",

@@ -8,12 +8,15 @@
 //! [`crate::topology::decide`] what it should be, so a restarted pod-0 never
 //! comes back as a second master after a failover.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
 use serde_json::json;
 
+use super::security::{
+    self, container_security, pod_security, redis_password, redis_password_env, RedisPassword,
+    HELPER_RESOURCES, REDIS_RESOURCES, REDIS_UID, SENTINEL_RESOURCES,
+};
 use super::{
-    labels, meta, selector, typed, Desired, Names, Settings, MASTER_NAME, REDIS_PORT, ROLE_LABEL,
-    SENTINEL_PORT,
+    labels, meta, selector, typed, Desired, Names, Settings, MASTER_NAME, POD_NAME_LABEL,
+    REDIS_PORT, SENTINEL_PORT,
 };
 use crate::crd::PushCluster;
 use crate::Result;
@@ -22,14 +25,28 @@ use crate::Result;
 pub const REDIS_COMPONENT: &str = "redis";
 pub const SENTINEL_COMPONENT: &str = "sentinel";
 
+/// `protected-mode no` only without a password: with `requirepass` set,
+/// protected mode never refuses remote clients (it guards only a server
+/// that has no password), so it stays at its default `yes` as a second
+/// line of defence should the password ever be removed.
+fn protected_mode(insecure: bool) -> &'static str {
+    if insecure {
+        "protected-mode no"
+    } else {
+        "protected-mode yes"
+    }
+}
+
 /// Replication-mode redis.conf. Persistence is on (AOF + RDB on the PVC) so
 /// a restarted pod keeps its data; `include` pulls in the `replicaof` line
-/// the boot step decided.
-pub fn replication_conf() -> String {
+/// the boot step decided and, unless Redis auth is insecure, the
+/// `requirepass`/`masterauth` lines it wrote from `REDIS_PASSWORD` (the
+/// password never sits in this ConfigMap).
+pub fn replication_conf(insecure: bool) -> String {
     [
         "port 6379",
         "bind * -::*",
-        "protected-mode no",
+        protected_mode(insecure),
         "dir /data",
         "appendonly yes",
         "appendfsync everysec",
@@ -44,29 +61,36 @@ pub fn replication_conf() -> String {
 }
 
 /// Cluster-mode redis.conf; nodes announce their stable pod hostname so
-/// clients following MOVED redirects survive pod IP changes.
-pub fn cluster_conf() -> String {
-    [
+/// clients following MOVED redirects survive pod IP changes. With auth the
+/// `auth` init container writes `requirepass`/`masterauth` to
+/// `/boot/auth.conf` from `REDIS_PASSWORD`.
+pub fn cluster_conf(insecure: bool) -> String {
+    let mut lines = vec![
         "port 6379",
         "bind * -::*",
-        "protected-mode no",
+        protected_mode(insecure),
         "dir /data",
         "appendonly yes",
         "cluster-enabled yes",
         "cluster-config-file /data/nodes.conf",
         "cluster-node-timeout 5000",
         "cluster-preferred-endpoint-type hostname",
-        "",
-    ]
-    .join("\n")
+    ];
+    if !insecure {
+        lines.push("include /boot/auth.conf");
+    }
+    lines.push("");
+    lines.join("\n")
 }
 
-fn resources(r: &Option<ResourceRequirements>) -> Result<serde_json::Value> {
-    Ok(match r {
-        Some(r) => serde_json::to_value(r)?,
-        None => serde_json::Value::Null,
-    })
-}
+/// Shell of the Cluster-mode `auth` init container: the password as a
+/// quoted Redis config string (backslashes and quotes escaped), in a file
+/// only the Redis user can read.
+pub const CLUSTER_AUTH_SCRIPT: &str = r#"set -eu
+umask 077
+p=$(printf '%s' "$REDIS_PASSWORD" | sed 's/\\/\\\\/g; s/"/\\"/g')
+printf 'requirepass "%s"\nmasterauth "%s"\n' "$p" "$p" > /boot/auth.conf
+"#;
 
 fn config_map(pc: &PushCluster, names: &Names, conf: String) -> Result<Desired> {
     Ok(Desired::ConfigMap(typed(json!({
@@ -105,12 +129,36 @@ fn pdb(pc: &PushCluster, names: &Names, name: String, component: &str) -> Result
     }))?))
 }
 
-fn pod_env(names: &Names) -> serde_json::Value {
-    json!([
-        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-        { "name": "POD_FQDN", "value": format!(
-            "$(POD_NAME).{}.{}.svc.{}", names.redis_headless(), names.namespace, names.cluster_domain) },
-    ])
+fn pod_env(names: &Names, pw: &Option<RedisPassword>) -> serde_json::Value {
+    let mut env = vec![
+        json!({ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
+        json!({ "name": "POD_FQDN", "value": format!(
+            "$(POD_NAME).{}.{}.svc.{}", names.redis_headless(), names.namespace, names.cluster_domain) }),
+    ];
+    env.extend(redis_password_env(pw));
+    serde_json::Value::Array(env)
+}
+
+/// `redis-cli ping` on `port`; authenticates through `REDISCLI_AUTH`.
+fn ping_probe(port: i32) -> serde_json::Value {
+    json!({
+        "exec": { "command": ["redis-cli", "-p", port.to_string(), "ping"] },
+        "periodSeconds": 5,
+    })
+}
+
+/// The pod name of Redis pod `ordinal`.
+pub fn redis_pod_name(names: &Names, ordinal: usize) -> String {
+    format!("{}-{ordinal}", names.redis())
+}
+
+/// The master ordinal recorded in `status.redis.master`, if any.
+pub fn status_master(pc: &PushCluster, names: &Names) -> Option<usize> {
+    let master = pc.status.as_ref()?.redis.as_ref()?.master.as_ref()?;
+    master
+        .strip_prefix(&format!("{}-", names.redis()))?
+        .parse()
+        .ok()
 }
 
 fn data_claim(pc: &PushCluster) -> serde_json::Value {
@@ -169,8 +217,16 @@ pub fn quorum(sentinels: i32) -> i32 {
 }
 
 /// Replication mode: master + replicas + Sentinel.
-pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Result<Vec<Desired>> {
+pub fn replication(
+    pc: &PushCluster,
+    names: &Names,
+    settings: &Settings,
+    master: usize,
+) -> Result<Vec<Desired>> {
     let r = &pc.spec.redis;
+    let image = pc.spec.resolved_redis_image();
+    let pw = redis_password(pc, names);
+    let helper = security::resources(&None, HELPER_RESOURCES)?;
     let redis_sts = Desired::StatefulSet(typed(json!({
         "metadata": meta(pc, names, names.redis(), REDIS_COMPONENT)?,
         "spec": {
@@ -182,12 +238,15 @@ pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Resu
             "template": {
                 "metadata": { "labels": labels(names, REDIS_COMPONENT) },
                 "spec": {
+                    "securityContext": pod_security(REDIS_UID),
                     "affinity": spread(names, REDIS_COMPONENT),
                     "initContainers": [{
                         "name": "boot",
                         "image": settings.operator_image,
                         "args": boot_args(pc, names, "redis", "/boot/boot.conf"),
-                        "env": pod_env(names),
+                        "env": pod_env(names, &pw),
+                        "securityContext": container_security(),
+                        "resources": helper,
                         "volumeMounts": [
                             { "name": "boot", "mountPath": "/boot" },
                             { "name": "data", "mountPath": "/data", "readOnly": true },
@@ -195,21 +254,21 @@ pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Resu
                     }],
                     "containers": [{
                         "name": "redis",
-                        "image": r.image,
+                        "image": image,
+                        // Runs as the redis user through the pod's
+                        // securityContext, not the image entrypoint's gosu.
                         "command": ["redis-server", "/etc/redis/redis.conf",
                             "--replica-announce-ip", "$(POD_FQDN)"],
-                        "env": pod_env(names),
+                        "env": pod_env(names, &pw),
                         "ports": [{ "name": "redis", "containerPort": REDIS_PORT }],
-                        "readinessProbe": {
-                            "exec": { "command": ["redis-cli", "-p", "6379", "ping"] },
-                            "periodSeconds": 5,
-                        },
+                        "readinessProbe": ping_probe(REDIS_PORT),
                         "livenessProbe": {
                             "tcpSocket": { "port": REDIS_PORT },
                             "initialDelaySeconds": 15,
                             "periodSeconds": 10,
                         },
-                        "resources": resources(&r.resources)?,
+                        "securityContext": container_security(),
+                        "resources": security::resources(&r.resources, REDIS_RESOURCES)?,
                         "volumeMounts": [
                             { "name": "data", "mountPath": "/data" },
                             { "name": "config", "mountPath": "/etc/redis" },
@@ -227,7 +286,7 @@ pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Resu
     }))?);
 
     let mut master_selector = selector(names, REDIS_COMPONENT);
-    master_selector.insert(ROLE_LABEL.into(), "master".into());
+    master_selector.insert(POD_NAME_LABEL.into(), redis_pod_name(names, master));
     let master_svc = Desired::Service(typed(json!({
         "metadata": meta(pc, names, names.redis_master(), REDIS_COMPONENT)?,
         "spec": {
@@ -246,27 +305,28 @@ pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Resu
             "template": {
                 "metadata": { "labels": labels(names, SENTINEL_COMPONENT) },
                 "spec": {
+                    "securityContext": pod_security(REDIS_UID),
                     "affinity": spread(names, SENTINEL_COMPONENT),
                     "initContainers": [{
                         "name": "boot",
                         "image": settings.operator_image,
                         "args": boot_args(pc, names, "sentinel", "/conf/sentinel.conf"),
-                        "env": [{ "name": "POD_NAME",
-                                  "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
+                        "env": sentinel_env(&pw),
+                        "securityContext": container_security(),
+                        "resources": helper,
                         "volumeMounts": [{ "name": "conf", "mountPath": "/conf" }],
                     }],
                     "containers": [{
                         "name": "sentinel",
-                        "image": r.image,
+                        "image": image,
                         // Sentinel rewrites its own config file, hence a
                         // writable emptyDir rather than the ConfigMap.
                         "command": ["redis-sentinel", "/conf/sentinel.conf"],
+                        "env": sentinel_env(&pw),
                         "ports": [{ "name": "sentinel", "containerPort": SENTINEL_PORT }],
-                        "readinessProbe": {
-                            "exec": { "command": ["redis-cli", "-p", "26379", "ping"] },
-                            "periodSeconds": 5,
-                        },
-                        "resources": resources(&r.sentinel.resources)?,
+                        "readinessProbe": ping_probe(SENTINEL_PORT),
+                        "securityContext": container_security(),
+                        "resources": security::resources(&r.sentinel.resources, SENTINEL_RESOURCES)?,
                         "volumeMounts": [{ "name": "conf", "mountPath": "/conf" }],
                     }],
                     "volumes": [{ "name": "conf", "emptyDir": {} }],
@@ -276,7 +336,7 @@ pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Resu
     }))?);
 
     Ok(vec![
-        config_map(pc, names, replication_conf())?,
+        config_map(pc, names, replication_conf(pw.is_none()))?,
         headless(
             pc,
             names,
@@ -297,6 +357,13 @@ pub fn replication(pc: &PushCluster, names: &Names, settings: &Settings) -> Resu
         sentinel_sts,
         pdb(pc, names, names.sentinel(), SENTINEL_COMPONENT)?,
     ])
+}
+
+fn sentinel_env(pw: &Option<RedisPassword>) -> serde_json::Value {
+    let mut env = vec![json!({ "name": "POD_NAME",
+        "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } })];
+    env.extend(redis_password_env(pw));
+    serde_json::Value::Array(env)
 }
 
 /// Pod count of a Redis Cluster.
@@ -333,6 +400,28 @@ redis-cli --cluster create $addrs --cluster-replicas {replicas} --cluster-yes
 /// Cluster mode: Redis Cluster StatefulSet plus the creation Job.
 pub fn cluster(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
     let r = &pc.spec.redis;
+    let image = pc.spec.resolved_redis_image();
+    let pw = redis_password(pc, names);
+    let helper = security::resources(&None, HELPER_RESOURCES)?;
+    let mut mounts = vec![
+        json!({ "name": "data", "mountPath": "/data" }),
+        json!({ "name": "config", "mountPath": "/etc/redis" }),
+    ];
+    let mut volumes = vec![json!({ "name": "config", "configMap": { "name": names.redis() } })];
+    let mut init = Vec::new();
+    if pw.is_some() {
+        mounts.push(json!({ "name": "boot", "mountPath": "/boot" }));
+        volumes.push(json!({ "name": "boot", "emptyDir": {} }));
+        init.push(json!({
+            "name": "auth",
+            "image": image,
+            "command": ["sh", "-c", CLUSTER_AUTH_SCRIPT],
+            "env": redis_password_env(&pw),
+            "securityContext": container_security(),
+            "resources": helper,
+            "volumeMounts": [{ "name": "boot", "mountPath": "/boot" }],
+        }));
+    }
     let sts = Desired::StatefulSet(typed(json!({
         "metadata": meta(pc, names, names.redis(), REDIS_COMPONENT)?,
         "spec": {
@@ -343,33 +432,30 @@ pub fn cluster(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
             "template": {
                 "metadata": { "labels": labels(names, REDIS_COMPONENT) },
                 "spec": {
+                    "securityContext": pod_security(REDIS_UID),
                     "affinity": spread(names, REDIS_COMPONENT),
+                    "initContainers": init,
                     "containers": [{
                         "name": "redis",
-                        "image": r.image,
+                        "image": image,
                         "command": ["redis-server", "/etc/redis/redis.conf",
                             "--cluster-announce-hostname", "$(POD_FQDN)"],
-                        "env": pod_env(names),
+                        "env": pod_env(names, &pw),
                         "ports": [
                             { "name": "redis", "containerPort": REDIS_PORT },
                             { "name": "cluster-bus", "containerPort": REDIS_PORT + 10000 },
                         ],
-                        "readinessProbe": {
-                            "exec": { "command": ["redis-cli", "-p", "6379", "ping"] },
-                            "periodSeconds": 5,
-                        },
+                        "readinessProbe": ping_probe(REDIS_PORT),
                         "livenessProbe": {
                             "tcpSocket": { "port": REDIS_PORT },
                             "initialDelaySeconds": 15,
                             "periodSeconds": 10,
                         },
-                        "resources": resources(&r.resources)?,
-                        "volumeMounts": [
-                            { "name": "data", "mountPath": "/data" },
-                            { "name": "config", "mountPath": "/etc/redis" },
-                        ],
+                        "securityContext": container_security(),
+                        "resources": security::resources(&r.resources, REDIS_RESOURCES)?,
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [{ "name": "config", "configMap": { "name": names.redis() } }],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [data_claim(pc)],
@@ -384,21 +470,29 @@ pub fn cluster(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
         "spec": {
             "backoffLimit": 30,
             "template": {
-                "metadata": { "labels": { "app.kubernetes.io/instance": names.instance,
+                // name + instance: the Redis NetworkPolicy admits it.
+                "metadata": { "labels": { "app.kubernetes.io/name": "push",
+                                          "app.kubernetes.io/instance": names.instance,
                                           "app.kubernetes.io/component": "redis-cluster-init" } },
                 "spec": {
                     "restartPolicy": "OnFailure",
+                    "securityContext": pod_security(REDIS_UID),
                     "containers": [{
                         "name": "create-cluster",
-                        "image": r.image,
+                        "image": image,
                         "command": ["sh", "-c", cluster_init_script(pc, names)],
+                        // REDISCLI_AUTH: redis-cli authenticates without the
+                        // password on its command line.
+                        "env": redis_password_env(&pw),
+                        "securityContext": container_security(),
+                        "resources": helper,
                     }],
                 },
             },
         },
     }))?);
     Ok(vec![
-        config_map(pc, names, cluster_conf())?,
+        config_map(pc, names, cluster_conf(pw.is_none()))?,
         headless(
             pc,
             names,

@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{labels, meta, redis, selector, typed, Desired, Names, HTTP_PORT};
+use super::security::{
+    self, container_security, pod_security, redis_password, ServerAuth, SERVER_RESOURCES,
+    SERVER_UID,
+};
+use super::{labels, meta, redis, selector, typed, Desired, Names, HTTP_PORT, METRICS_PORT};
 use crate::crd::{parse_duration_secs, LogFormat, PushCluster, RedisMode};
 use crate::{Error, Result};
 
@@ -24,6 +28,9 @@ pub fn config_yaml(pc: &PushCluster) -> Result<String> {
     let s = &pc.spec.server;
     let mut m: BTreeMap<&str, serde_yaml::Value> = BTreeMap::new();
     m.insert("listen", format!("0.0.0.0:{HTTP_PORT}").into());
+    // /metrics only on its own port, which the NetworkPolicy and Service
+    // can treat apart from the public API.
+    m.insert("metrics_listen", format!("0.0.0.0:{METRICS_PORT}").into());
     m.insert("heartbeat", s.heartbeat.clone().into());
     m.insert("drain_period", s.drain_period.clone().into());
     m.insert("history_size", s.history_size.into());
@@ -89,9 +96,11 @@ fn env(pc: &PushCluster, names: &Names) -> Vec<serde_json::Value> {
                              "value": redis::cluster_addrs(pc, names).join(",") }));
         }
     }
-    if let Some(auth) = &pc.spec.auth {
-        // Each key is optional: a Secret with only jwtSecret is valid, and
-        // push-server treats an absent variable as "off".
+    if let ServerAuth::Secret { name, .. } = security::server_auth(pc, names) {
+        // Each key is optional (a Secret with only jwtSecret is valid), so
+        // the server itself must refuse to start with none of them:
+        // PUSH_REQUIRE_AUTH. The operator also checks the Secret before it
+        // rolls out pods (AuthSecretMissing).
         for (var, key) in [
             ("PUSH_JWT_SECRET", "jwtSecret"),
             ("PUSH_JWT_PUBLIC_KEY", "jwtPublicKey"),
@@ -100,9 +109,16 @@ fn env(pc: &PushCluster, names: &Names) -> Vec<serde_json::Value> {
             env.push(json!({
                 "name": var,
                 "valueFrom": { "secretKeyRef": {
-                    "name": auth.secret_ref.name, "key": key, "optional": true } },
+                    "name": name, "key": key, "optional": true } },
             }));
         }
+        env.push(json!({ "name": "PUSH_REQUIRE_AUTH", "value": "true" }));
+    }
+    if let Some(pw) = redis_password(pc, names) {
+        env.push(json!({
+            "name": "PUSH_REDIS_PASSWORD",
+            "valueFrom": { "secretKeyRef": { "name": pw.name, "key": pw.key } },
+        }));
     }
     env
 }
@@ -126,7 +142,7 @@ pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                     "labels": pod_labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": HTTP_PORT.to_string(),
+                        "prometheus.io/port": METRICS_PORT.to_string(),
                         "prometheus.io/path": "/metrics",
                         // A config change must roll the pods: the server reads
                         // its file once at start.
@@ -134,6 +150,7 @@ pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                     },
                 },
                 "spec": {
+                    "securityContext": pod_security(SERVER_UID),
                     "terminationGracePeriodSeconds": termination_grace_seconds(pc)?,
                     "affinity": { "podAntiAffinity": {
                         "preferredDuringSchedulingIgnoredDuringExecution": [{
@@ -152,11 +169,14 @@ pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                     }],
                     "containers": [{
                         "name": "push-server",
-                        "image": spec.image,
+                        "image": spec.resolved_image(),
                         "imagePullPolicy": spec.image_pull_policy.map(|p| p.as_str()),
                         "args": ["--config", CONFIG_PATH],
                         "env": env(pc, names),
-                        "ports": [{ "name": "http", "containerPort": HTTP_PORT }],
+                        "ports": [
+                            { "name": "http", "containerPort": HTTP_PORT },
+                            { "name": "metrics", "containerPort": METRICS_PORT },
+                        ],
                         "livenessProbe": {
                             "httpGet": { "path": "/healthz", "port": "http" },
                             "periodSeconds": 10,
@@ -167,13 +187,19 @@ pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                             "periodSeconds": 5,
                             "failureThreshold": 1,
                         },
-                        "resources": match &spec.resources {
-                            Some(r) => serde_json::to_value(r)?,
-                            None => serde_json::Value::Null,
-                        },
-                        "volumeMounts": [{ "name": "config", "mountPath": "/etc/push", "readOnly": true }],
+                        "securityContext": container_security(),
+                        "resources": security::resources(&spec.resources, SERVER_RESOURCES)?,
+                        "volumeMounts": [
+                            { "name": "config", "mountPath": "/etc/push", "readOnly": true },
+                            { "name": "tmp", "mountPath": "/tmp" },
+                        ],
                     }],
-                    "volumes": [{ "name": "config", "configMap": { "name": names.server() } }],
+                    "volumes": [
+                        { "name": "config", "configMap": { "name": names.server() } },
+                        // Read-only root filesystem; a scratch dir for anything
+                        // a library wants to write.
+                        { "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } },
+                    ],
                 },
             },
         },
@@ -194,7 +220,10 @@ pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
             "metadata": meta(pc, names, names.server(), SERVER_COMPONENT)?,
             "spec": {
                 "selector": sel,
-                "ports": [{ "name": "http", "port": 80, "targetPort": "http" }],
+                "ports": [
+                    { "name": "http", "port": 80, "targetPort": "http" },
+                    { "name": "metrics", "port": METRICS_PORT, "targetPort": "metrics" },
+                ],
             },
         }))?),
         Desired::PodDisruptionBudget(typed(json!({
