@@ -6,6 +6,9 @@
 //! `crd` holds the `PushCluster` types (spec, status, defaults, validation)
 //! from which the CRD YAML in `crds/pushcluster.yaml` is generated.
 //!
+//! `crd_ext` holds the types of `spec.template`, `spec.redis.template`,
+//! `spec.expose` and `spec.monitoring`.
+//!
 //! `objects` turns a `PushCluster` into the Kubernetes objects to apply:
 //! `objects::redis` builds Redis (StatefulSet, Sentinel, Services, PDBs, or a
 //! Redis Cluster plus its creation Job) and `objects::server` builds the
@@ -35,6 +38,7 @@
 pub mod boot;
 pub mod controller;
 pub mod crd;
+pub mod crd_ext;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -1,0 +1,381 @@
+//! `spec.expose` and the optional-object reconcile: the Ingress and
+//! HTTPRoute route to the push Service's `http` port; optional objects are
+//! server-side applied with the operator's field manager, removed when the
+//! spec stops asking for them, and a missing API (CRDs not installed) is a
+//! condition and one Warning Event, not a failed reconcile. Against a
+//! mocked API server, every request asserted.
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::Client;
+use push_operator::crd::{PushCluster, PushClusterStatus};
+use push_operator::objects::monitoring::MonitoringCrds;
+use push_operator::objects::{self, optional, Desired, Names, Settings};
+use push_operator::Error;
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn pc(spec: Value, tracked: &[&str]) -> PushCluster {
+    let mut v = json!({
+        "apiVersion": "push.dev/v1alpha1",
+        "kind": "PushCluster",
+        "metadata": { "name": "demo", "namespace": "realtime", "uid": "uid-1", "generation": 2 },
+        "spec": spec,
+    });
+    if !tracked.is_empty() {
+        v["status"] = json!({ "optionalObjects": tracked });
+    }
+    serde_json::from_value(v).expect("valid PushCluster")
+}
+
+fn names(pc: &PushCluster) -> Names {
+    Names::new(pc, &Settings::default()).expect("names")
+}
+
+fn push_service_port(pc: &PushCluster, name: &str) -> i32 {
+    objects::desired(pc, &Settings::default())
+        .expect("objects")
+        .iter()
+        .find_map(|o| match o {
+            Desired::Service(s) if o.name() == "demo-push" => s.spec.clone(),
+            _ => None,
+        })
+        .expect("push Service")
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .find(|p| p.name.as_deref() == Some(name))
+        .map(|p| p.port)
+        .unwrap_or_else(|| panic!("push Service has a port {name}"))
+}
+
+#[test]
+fn ingress_routes_the_hosts_to_the_push_service() {
+    let pc = pc(
+        json!({ "expose": { "ingress": {
+            "enabled": true, "className": "traefik", "hosts": ["push.example.com"],
+            "tls": { "secretName": "push-tls" },
+            "annotations": { "cert-manager.io/cluster-issuer": "letsencrypt" } } } }),
+        &[],
+    );
+    let objs = optional::desired(&pc, &names(&pc), None).expect("optional objects");
+    assert_eq!(objs.len(), 1);
+    let ing = &objs[0].object;
+    assert_eq!(ing["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(ing["kind"], "Ingress");
+    assert_eq!(ing["metadata"]["name"], "demo-push");
+    assert_eq!(ing["metadata"]["ownerReferences"][0]["kind"], "PushCluster");
+    assert_eq!(
+        ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"],
+        "letsencrypt"
+    );
+    assert_eq!(ing["spec"]["ingressClassName"], "traefik");
+    assert_eq!(ing["spec"]["tls"][0]["secretName"], "push-tls");
+    assert_eq!(ing["spec"]["tls"][0]["hosts"][0], "push.example.com");
+    let rule = &ing["spec"]["rules"][0];
+    assert_eq!(rule["host"], "push.example.com");
+    let path = &rule["http"]["paths"][0];
+    assert_eq!(
+        (path["path"].as_str(), path["pathType"].as_str()),
+        (Some("/"), Some("Prefix"))
+    );
+    let backend = &path["backend"]["service"];
+    assert_eq!(backend["name"], "demo-push");
+    assert_eq!(backend["port"]["name"], "http");
+    push_service_port(&pc, "http");
+}
+
+#[test]
+fn http_route_attaches_to_the_gateway_without_a_request_timeout() {
+    let pc = pc(
+        json!({ "expose": { "httpRoute": {
+            "enabled": true,
+            "parentRefs": [{ "name": "public", "namespace": "gateways", "sectionName": "https" }],
+            "hostnames": ["push.example.com"] } } }),
+        &[],
+    );
+    let objs = optional::desired(&pc, &names(&pc), None).expect("optional objects");
+    let route = &objs[0].object;
+    assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(route["kind"], "HTTPRoute");
+    assert_eq!(
+        route["spec"]["parentRefs"],
+        json!([{ "name": "public", "namespace": "gateways", "sectionName": "https" }])
+    );
+    assert_eq!(route["spec"]["hostnames"], json!(["push.example.com"]));
+    let rule = &route["spec"]["rules"][0];
+    assert_eq!(
+        rule["matches"][0]["path"],
+        json!({ "type": "PathPrefix", "value": "/" })
+    );
+    assert_eq!(rule["backendRefs"][0]["name"], "demo-push");
+    assert_eq!(
+        rule["backendRefs"][0]["port"],
+        push_service_port(&pc, "http"),
+        "the route targets the Service's http port, not metrics"
+    );
+    assert_eq!(
+        rule["timeouts"]["request"], "0s",
+        "WebSocket and SSE streams outlive any request timeout"
+    );
+
+    let no_timeout = self::pc(
+        json!({ "expose": { "httpRoute": { "enabled": true, "requestTimeout": "",
+                                           "parentRefs": [{ "name": "public" }] } } }),
+        &[],
+    );
+    let objs = optional::desired(&no_timeout, &names(&no_timeout), None).expect("objects");
+    assert!(objs[0].object["spec"]["rules"][0].get("timeouts").is_none());
+}
+
+#[test]
+fn an_enabled_route_without_a_gateway_is_refused() {
+    let pc = pc(
+        json!({ "expose": { "httpRoute": { "enabled": true } } }),
+        &[],
+    );
+    let err = pc.spec.validate().expect_err("no parentRefs");
+    let Error::InvalidSpec(msg) = err else {
+        panic!("expected InvalidSpec, got {err}")
+    };
+    assert!(msg.contains("spec.expose.httpRoute.parentRefs"), "{msg}");
+}
+
+#[test]
+fn monitoring_follows_discovery_unless_explicit() {
+    let served = Some(MonitoringCrds {
+        pod_monitors: true,
+        prometheus_rules: true,
+    });
+    let absent = Some(MonitoringCrds::default());
+    let kinds = |spec: Value, crds| {
+        let pc = pc(spec, &[]);
+        optional::desired(&pc, &names(&pc), crds)
+            .expect("objects")
+            .iter()
+            .map(|o| (o.id(), o.explicit))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kinds(json!({}), served),
+        [
+            ("PodMonitor/demo-push".to_string(), false),
+            ("PrometheusRule/demo-push".to_string(), false)
+        ]
+    );
+    assert!(kinds(json!({}), absent).is_empty());
+    assert!(kinds(json!({}), None).is_empty(), "unknown yet: nothing");
+    assert_eq!(
+        kinds(
+            json!({ "monitoring": { "podMonitor": { "enabled": true } } }),
+            absent
+        ),
+        [("PodMonitor/demo-push".to_string(), true)],
+        "explicit: attempted even if discovery says absent"
+    );
+    assert!(kinds(
+        json!({ "monitoring": { "podMonitor": { "enabled": false },
+                                "prometheusRule": { "enabled": false } } }),
+        served
+    )
+    .is_empty());
+}
+
+async fn next(
+    handle: &mut ApiHandle,
+    what: &str,
+) -> (Request<Body>, mock::SendResponse<Response<Body>>) {
+    tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("client dropped before {what}"))
+}
+
+fn respond(send: mock::SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).expect("json")))
+            .expect("response"),
+    );
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})
+}
+
+/// Answers one server-side apply of `path`, with `status`; returns the body.
+async fn expect_apply(handle: &mut ApiHandle, path: &str, status: StatusCode) -> Value {
+    let (req, send) = next(handle, path).await;
+    assert_eq!(req.method(), http::Method::PATCH, "{path}");
+    assert_eq!(req.uri().path(), path);
+    let query = req.uri().query().unwrap_or_default().to_string();
+    assert!(query.contains("fieldManager=push-operator"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+    assert_eq!(
+        req.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/apply-patch+yaml")
+    );
+    let bytes = req.into_body().collect().await.expect("body").to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).expect("json body");
+    if status.is_success() {
+        respond(send, status, &body);
+    } else {
+        respond(send, status, &not_found());
+    }
+    body
+}
+
+async fn expect_delete(handle: &mut ApiHandle, path: &str) {
+    let (req, send) = next(handle, path).await;
+    assert_eq!(req.method(), http::Method::DELETE, "{path}");
+    assert_eq!(req.uri().path(), path);
+    respond(
+        send,
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+    );
+}
+
+async fn expect_no_more(mut handle: ApiHandle) {
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+}
+
+fn client() -> (Client, ApiHandle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
+}
+
+const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/realtime/ingresses/demo-push";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/realtime/httproutes/demo-push";
+const POD_MONITOR: &str =
+    "/apis/monitoring.coreos.com/v1/namespaces/realtime/podmonitors/demo-push";
+const RULE: &str = "/apis/monitoring.coreos.com/v1/namespaces/realtime/prometheusrules/demo-push";
+
+#[tokio::test]
+async fn applies_what_is_asked_and_reports_a_missing_prometheus_operator() {
+    let (client, mut handle) = client();
+    let pc = pc(
+        json!({ "expose": { "ingress": { "enabled": true } },
+                "monitoring": { "podMonitor": { "enabled": true } } }),
+        &[],
+    );
+    let n = names(&pc);
+    let server = tokio::spawn(async move {
+        let ing = expect_apply(&mut handle, INGRESS, StatusCode::OK).await;
+        let pm = expect_apply(&mut handle, POD_MONITOR, StatusCode::NOT_FOUND).await;
+        expect_no_more(handle).await;
+        (ing, pm)
+    });
+    let outcome = optional::reconcile(&client, &pc, &n, Some(MonitoringCrds::default()))
+        .await
+        .expect("a missing API is not a reconcile error");
+    let (ing, pm) = server.await.expect("scenario");
+    assert_eq!(ing["kind"], "Ingress");
+    assert_eq!(pm["kind"], "PodMonitor");
+    assert_eq!(outcome.objects, ["Ingress/demo-push"]);
+
+    let mut st = PushClusterStatus::default();
+    let events = optional::write_status(&outcome, &mut st, "t1", Some(2));
+    assert_eq!(st.optional_objects, ["Ingress/demo-push"]);
+    let cond = |st: &PushClusterStatus, t: &str| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("condition {t}"))
+    };
+    assert_eq!(cond(&st, "ExposeReady").status, "True");
+    let m = cond(&st, "MonitoringReady");
+    assert_eq!(
+        (m.status.as_str(), m.reason.as_str()),
+        ("False", "PrometheusOperatorMissing")
+    );
+    assert!(
+        m.message.contains("monitoring.coreos.com/v1"),
+        "{}",
+        m.message
+    );
+    assert_eq!(events.len(), 1, "one Warning Event: {events:?}");
+    assert_eq!(events[0].0, "PrometheusOperatorMissing");
+    // The next reconcile finds the same: no second Event.
+    assert!(optional::write_status(&outcome, &mut st, "t2", Some(2)).is_empty());
+    assert_eq!(cond(&st, "MonitoringReady").last_transition_time, "t1");
+}
+
+#[tokio::test]
+async fn removes_what_the_spec_no_longer_asks_for() {
+    let (client, mut handle) = client();
+    // Earlier: Ingress, HTTPRoute, automatic PodMonitor and PrometheusRule.
+    // Now: the route only; monitoring turned off explicitly.
+    let pc = pc(
+        json!({ "expose": { "httpRoute": { "enabled": true, "parentRefs": [{ "name": "gw" }] } },
+                "monitoring": { "podMonitor": { "enabled": false }, "prometheusRule": { "enabled": false } } }),
+        &[
+            "Ingress/demo-push",
+            "HTTPRoute/demo-push",
+            "PodMonitor/demo-push",
+            "PrometheusRule/demo-push",
+        ],
+    );
+    let n = names(&pc);
+    let server = tokio::spawn(async move {
+        expect_delete(&mut handle, INGRESS).await;
+        expect_delete(&mut handle, POD_MONITOR).await;
+        expect_delete(&mut handle, RULE).await;
+        expect_apply(&mut handle, ROUTE, StatusCode::OK).await;
+        expect_no_more(handle).await;
+    });
+    let served = MonitoringCrds {
+        pod_monitors: true,
+        prometheus_rules: true,
+    };
+    let outcome = optional::reconcile(&client, &pc, &n, Some(served))
+        .await
+        .expect("reconcile");
+    server.await.expect("scenario");
+    assert_eq!(outcome.objects, ["HTTPRoute/demo-push"]);
+    let mut st = pc.status.clone().unwrap_or_default();
+    optional::write_status(&outcome, &mut st, "t", Some(2));
+    assert!(st.conditions.iter().all(|c| c.type_ != "MonitoringReady"));
+}
+
+#[tokio::test]
+async fn nothing_asked_nothing_tracked_makes_no_calls() {
+    let (client, handle) = client();
+    let pc = pc(json!({}), &[]);
+    let n = names(&pc);
+    let outcome = optional::reconcile(&client, &pc, &n, Some(MonitoringCrds::default()))
+        .await
+        .expect("reconcile");
+    assert_eq!(outcome, optional::Outcome::default());
+    expect_no_more(handle).await;
+}
+
+#[tokio::test]
+async fn automatic_monitoring_is_kept_while_discovery_has_no_answer() {
+    let (client, handle) = client();
+    let pc = pc(json!({}), &["PodMonitor/demo-push"]);
+    let n = names(&pc);
+    let outcome = optional::reconcile(&client, &pc, &n, None)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        outcome.objects,
+        ["PodMonitor/demo-push"],
+        "neither deleted nor forgotten"
+    );
+    expect_no_more(handle).await;
+}
