@@ -37,3 +37,7 @@ for example in "$root"/docs/examples/*.yaml; do
 done
 
 "$venv/bin/python" "$root/push-operator/scripts/check_examples.py" "$root/crds/pushcluster.yaml" "$root"/docs/examples/*.yaml
+
+# spec.template / spec.expose / spec.monitoring: rendered objects against the
+# Kubernetes, Gateway API and Prometheus Operator schemas, alerts with promtool.
+"$root/push-operator/scripts/validate-optional.sh" "$bin" "$venv" "$k8s_version"
