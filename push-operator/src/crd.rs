@@ -19,8 +19,10 @@ use crate::Error;
 
 /// Quantity syntax as the API server parses it (`resource.Quantity`).
 pub const QUANTITY_PATTERN: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
-/// Durations as push-server reads them: `500ms`, `25s`, `5m`, `1h`, bare seconds.
-pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)?$";
+/// Durations both push-server and CEL read alike (shared from push-config).
+pub const DURATION_PATTERN: &str = push_config::DURATION_PATTERN;
+/// [`DURATION_PATTERN`] or `off`.
+pub const OFF_DURATION_PATTERN: &str = push_config::OFF_DURATION_PATTERN;
 
 /// Image used when `spec.image` is unset: the push-server release that
 /// matches this operator build. Resolved at every reconcile, never stored
@@ -208,24 +210,40 @@ fn default_scale_down_window() -> i32 {
 /// push-server settings (docs/operations.md). Unset optional fields keep the server's
 /// own defaults; the ones with a default here are needed by the operator
 /// itself (drain period → grace period) or shown in the docs/operations.md examples.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+///
+/// Field names are push-config's `crd_field`s and the CEL rules are built
+/// from push-config's start-up checks ([`check_rule`]), so a spec that
+/// push-server would refuse at start is refused at admission.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = check_rule(&push_config::HEARTBEAT),
+    validation = check_rule(&push_config::IDLE_TIMEOUT),
+    validation = check_rule(&push_config::SSE_HEARTBEAT),
+    validation = check_rule(&push_config::OUTBOUND_QUEUE),
+    validation = check_rule(&push_config::MAX_CONNECTIONS),
+    validation = check_rule(&push_config::MAX_CHANNELS_PER_CONNECTION),
+    validation = check_rule(&push_config::MAX_MESSAGE_BYTES),
+    validation = check_rule(&push_config::ACK_WINDOW),
+    validation = check_rule(&push_config::WRITE_DELAY)
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSettings {
     /// WebSocket ping interval.
     #[serde(default = "default_heartbeat")]
-    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     pub heartbeat: String,
     /// Close a connection silent for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     pub idle_timeout: Option<String>,
     /// SSE comment heartbeat interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     pub sse_heartbeat: Option<String>,
     /// Time over which clients are told to reconnect on SIGTERM.
     #[serde(default = "default_drain_period")]
-    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     pub drain_period: String,
     /// Retained messages per channel (0 disables history).
     #[serde(default = "default_history_size")]
@@ -233,11 +251,11 @@ pub struct ServerSettings {
     pub history_size: i64,
     /// How long history is retained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     pub history_ttl: Option<String>,
-    /// Rebalance connections after scale-out by expiring them (± jitter).
+    /// Rebalance connections after scale-out by expiring them (± jitter); `off` disables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[0-9]+(ms|s|m|h)?$"))]
+    #[schemars(pattern(OFF_DURATION_PATTERN))]
     pub max_connection_lifetime: Option<String>,
     /// Per-node connection cap (503 beyond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +277,30 @@ pub struct ServerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub publish_min_replicas: Option<i64>,
+    /// Redelivery delay of an unacknowledged message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub ack_timeout: Option<String>,
+    /// Unacknowledged messages in flight per subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ack_window: Option<i64>,
+    /// Redeliveries before a message is given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_redeliveries: Option<i64>,
+    /// Write coalescing delay, at most 1s; `off` disables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(OFF_DURATION_PATTERN))]
+    pub write_delay: Option<String>,
+    /// Connections from one client IP per pod (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_connections_per_ip: Option<i64>,
+    /// WebSocket publish frames per second per connection (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub publish_rate_limit: Option<i64>,
     /// CORS / WebSocket Origin allow-list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
@@ -282,6 +324,12 @@ impl Default for ServerSettings {
             max_message_bytes: None,
             outbound_queue: None,
             publish_min_replicas: None,
+            ack_timeout: None,
+            ack_window: None,
+            max_redeliveries: None,
+            write_delay: None,
+            max_connections_per_ip: None,
+            publish_rate_limit: None,
             allowed_origins: None,
             log_format: default_log_format(),
         }
@@ -557,7 +605,7 @@ fn default_replicas_per_shard() -> i32 {
 pub struct StorageSpec {
     /// Volume size as a Kubernetes quantity (`1Gi`).
     #[serde(default = "default_storage_size")]
-    #[schemars(pattern(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"))]
+    #[schemars(pattern(QUANTITY_PATTERN))]
     pub size: String,
     /// StorageClass; unset uses the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -702,22 +750,7 @@ impl PushClusterSpec {
             problems.push("spec.autoscaling.targetConnectionsPerPod must be at least 1".into());
         }
         let s = &self.server;
-        for (name, value) in [
-            ("heartbeat", Some(&s.heartbeat)),
-            ("drainPeriod", Some(&s.drain_period)),
-            ("idleTimeout", s.idle_timeout.as_ref()),
-            ("sseHeartbeat", s.sse_heartbeat.as_ref()),
-            ("historyTtl", s.history_ttl.as_ref()),
-            ("maxConnectionLifetime", s.max_connection_lifetime.as_ref()),
-        ] {
-            if let Some(v) = value {
-                if parse_duration_secs(v).is_none() {
-                    problems.push(format!(
-                        "spec.server.{name}: {v:?} is not a duration like 500ms, 25s, 5m, 1h"
-                    ));
-                }
-            }
-        }
+        problems.extend(server_problems(s));
         if s.history_size < 0 {
             problems.push("spec.server.historySize must not be negative".into());
         }
@@ -746,20 +779,130 @@ impl PushClusterSpec {
     }
 }
 
-/// Seconds in a push-server duration (`500ms` rounds up to 1 s; bare number = s).
-pub fn parse_duration_secs(s: &str) -> Option<u64> {
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if digits_end == 0 {
-        return None;
+/// The `spec.server` fields as push-config names them (camelCase) with
+/// their values, unset ones left out.
+fn server_fields(s: &ServerSettings) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
     }
-    let n: u64 = s[..digits_end].parse().ok()?;
-    match &s[digits_end..] {
-        "" | "s" => Some(n),
-        "ms" => Some(n.div_ceil(1000)),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        _ => None,
+}
+
+/// A field's value as text, or the server's default when unset.
+fn value_or_default(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    setting: &push_config::Setting,
+) -> Option<String> {
+    let field = setting.crd_field?;
+    match fields.get(field) {
+        Some(serde_json::Value::String(v)) => Some(v.clone()),
+        Some(v) => Some(v.to_string()),
+        None => setting.default.map(str::to_string),
     }
+}
+
+/// What push-server would refuse in `s` at start: the grammar of every
+/// duration field and push-config's start-up checks. The CRD enforces the
+/// same with patterns and [`check_rule`]s; this is for `render` and for an
+/// API server that still has an older CRD.
+pub fn server_problems(s: &ServerSettings) -> Vec<String> {
+    use push_config::{Kind, Rule as CheckRule};
+    let fields = server_fields(s);
+    let mut problems = Vec::new();
+    let dur = |v: &str, kind: Kind| -> Option<std::time::Duration> {
+        match kind {
+            Kind::OffDuration => push_config::parse_off_duration(v)
+                .ok()
+                .map(|d| d.unwrap_or_default()),
+            _ => push_config::parse_duration(v).ok(),
+        }
+    };
+    for (field, value) in &fields {
+        let Some(setting) = push_config::by_crd_field(field) else {
+            continue;
+        };
+        if let (Kind::Duration | Kind::OffDuration, Some(v)) = (setting.kind, value.as_str()) {
+            if dur(v, setting.kind).is_none() {
+                problems.push(format!(
+                    "spec.server.{field}: {v:?} is not a duration like 500ms, 25s, 5m, 1h"
+                ));
+            }
+        }
+    }
+    for check in push_config::CHECKS {
+        let Some(field) = check.setting.crd_field else {
+            continue;
+        };
+        let Some(v) = value_or_default(&fields, check.setting) else {
+            continue;
+        };
+        let kind = check.setting.kind;
+        let broken = match check.rule {
+            CheckRule::DurationAboveZero => dur(&v, kind).is_some_and(|d| d.is_zero()),
+            CheckRule::CountAtLeast(n) => v.parse::<u64>().is_ok_and(|c| c < n),
+            CheckRule::LongerThan(other) => {
+                let o = value_or_default(&fields, other).and_then(|o| dur(&o, other.kind));
+                matches!((dur(&v, kind), o), (Some(a), Some(b)) if a <= b)
+            }
+            CheckRule::AtMost(max) => {
+                let max = push_config::parse_duration(max).ok();
+                matches!((dur(&v, kind), max), (Some(a), Some(m)) if a > m)
+            }
+            CheckRule::RequiresAnyOf(_) | CheckRule::DiffersFrom(_) => false,
+        };
+        if broken {
+            problems.push(format!("spec.server.{field}: {}", check.error()));
+        }
+    }
+    problems
+}
+
+/// `self.<field>`, or the server's default when the field is unset.
+fn cel_value(setting: &push_config::Setting) -> String {
+    let field = setting.crd_field.unwrap_or(setting.key);
+    match setting.default {
+        Some(d) if d.parse::<f64>().is_ok() => format!("(has(self.{field}) ? self.{field} : {d})"),
+        Some(d) => format!("(has(self.{field}) ? self.{field} : '{d}')"),
+        None => format!("self.{field}"),
+    }
+}
+
+/// The CEL rule (on `spec.server`) for push-server's start-up check of
+/// `setting`, with the server's own error as message. Built from
+/// push-config, so the check and the rule cannot drift; a setting without
+/// a CRD-expressible check gets a rule that always holds (the test
+/// `every_start_up_check_has_a_cel_rule` keeps the list complete).
+pub fn check_rule(setting: &push_config::Setting) -> kube::core::Rule {
+    use push_config::Rule as CheckRule;
+    let Some(check) = push_config::CHECKS
+        .iter()
+        .find(|c| c.setting.key == setting.key)
+    else {
+        return kube::core::Rule::new("true");
+    };
+    let field = setting.crd_field.unwrap_or(setting.key);
+    // Unset with no default: nothing to check (the server has it off).
+    let guard = if setting.default.is_none() {
+        format!("!has(self.{field}) || ")
+    } else {
+        String::new()
+    };
+    let v = cel_value(setting);
+    let expr = match check.rule {
+        CheckRule::DurationAboveZero => format!("{guard}duration({v}) > duration('0s')"),
+        CheckRule::CountAtLeast(n) => format!("{guard}{v} >= {n}"),
+        CheckRule::LongerThan(other) => {
+            format!("{guard}duration({v}) > duration({})", cel_value(other))
+        }
+        CheckRule::AtMost(max) => {
+            format!("{guard}{v} == 'off' || duration({v}) <= duration('{max}')")
+        }
+        CheckRule::RequiresAnyOf(_) | CheckRule::DiffersFrom(_) => "true".to_string(),
+    };
+    kube::core::Rule::new(expr).message(kube::core::Message::Message(format!(
+        "spec.server.{field}: {}",
+        check.error()
+    )))
 }
 
 /// Same grammar as [`QUANTITY_PATTERN`], without a regex dependency.

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use push_operator::boot::{self, SentinelSettings};
 use push_operator::controller::{self, Context, LiveRedis};
-use push_operator::leader::LeaseLock;
+use push_operator::leader::{LeaseLock, Timing};
 use push_operator::metrics::Metrics;
 use push_operator::objects::{self, redis as redis_objects, Settings};
 use push_operator::redis_probe::Endpoints;
@@ -85,7 +85,8 @@ struct RunArgs {
     /// Identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "push-operator")]
     identity: String,
-    /// Lease validity in seconds.
+    /// Lease validity in seconds. The leader stops reconciling when it has
+    /// not renewed for 2/3 of this (docs/operator.md).
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
     /// JSON logs.
@@ -259,7 +260,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.lease_namespace,
         "push-operator-leader",
         &args.identity,
-        Duration::from_secs(args.lease_seconds),
+        Timing::from_lease(Duration::from_secs(args.lease_seconds)),
     );
     tracing::info!(identity = %args.identity, "waiting for leadership");
     lock.acquire().await?;
@@ -272,18 +273,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(LiveRedis),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(ctx, args.concurrency, async move {
+    let mut controller = tokio::spawn(controller::run(ctx, args.concurrency, async move {
         let _ = stop_rx.await;
     }));
     tokio::select! {
         lost = lock.hold() => {
-            let _ = stop_tx.send(());
-            let _ = controller.await;
+            // Past the renew deadline another replica may take over soon:
+            // stop at once, in-flight reconciles included.
+            controller.abort();
             Err(anyhow::anyhow!("leadership lost: {lost}"))
         }
         _ = shutdown_signal() => {
+            // Stop reconciling first (in-flight reconciles finish) while
+            // still renewing, then hand the Lease over.
             let _ = stop_tx.send(());
-            let _ = controller.await;
+            tokio::select! {
+                _ = &mut controller => {}
+                lost = lock.hold() => {
+                    controller.abort();
+                    return Err(anyhow::anyhow!("leadership lost while stopping: {lost}"));
+                }
+            }
+            match lock.release().await {
+                Ok(()) => tracing::info!("leader lease released"),
+                Err(e) => tracing::warn!(error = %e, "could not release the leader lease; it expires"),
+            }
             Ok(())
         }
     }

@@ -340,7 +340,12 @@ fn server_config_uses_spec_names() {
     assert_eq!(v["max_connection_lifetime"], "1h");
     assert_eq!(v["max_connections"], 50000);
     assert_eq!(v["drain_period"], "30s");
-    assert_eq!(v["allowed_origins"], "https://a.example,https://b.example");
+    assert_eq!(
+        v["allowed_origins"],
+        serde_yaml::from_str::<serde_yaml::Value>("[https://a.example, https://b.example]")
+            .unwrap(),
+        "a YAML list in the file"
+    );
     assert_eq!(v["log_format"], "text");
     assert_eq!(v["listen"], "0.0.0.0:8080");
     assert_eq!(v["metrics_listen"], "0.0.0.0:9090");

@@ -10,8 +10,9 @@ use super::security::{
     SERVER_UID,
 };
 use super::{labels, meta, redis, selector, typed, Desired, Names, HTTP_PORT, METRICS_PORT};
-use crate::crd::{parse_duration_secs, LogFormat, PushCluster, RedisMode};
+use crate::crd::{PushCluster, RedisMode};
 use crate::{Error, Result};
+use push_config as pcfg;
 
 /// Component label value of the push-server pods.
 pub const SERVER_COMPONENT: &str = "server";
@@ -21,78 +22,56 @@ pub const CONFIG_PATH: &str = "/etc/push/config.yaml";
 /// reconnects over `drain_period`, then the process still has to flush and exit.
 pub const GRACE_MARGIN_SECS: u64 = 15;
 
-/// push-server's YAML config: the names of docs/operations.md, snake_case, durations as
-/// written by the user. Redis and auth are passed as environment variables
-/// (they depend on Secrets and on the Redis objects), everything else here.
+/// push-server's YAML config. Every `spec.server` field is written under
+/// the YAML key push-config gives its `crd_field` (no name retyped here);
+/// durations as the user wrote them (the CRD pattern is push-config's), lists
+/// as YAML lists. Redis and auth are passed as environment variables (they
+/// depend on Secrets and on the Redis objects), the listeners are the
+/// operator's own.
 pub fn config_yaml(pc: &PushCluster) -> Result<String> {
-    let s = &pc.spec.server;
     let mut m: BTreeMap<&str, serde_yaml::Value> = BTreeMap::new();
-    m.insert("listen", format!("0.0.0.0:{HTTP_PORT}").into());
+    m.insert(pcfg::LISTEN.key, format!("0.0.0.0:{HTTP_PORT}").into());
     // /metrics only on its own port, which the NetworkPolicy and Service
     // can treat apart from the public API.
-    m.insert("metrics_listen", format!("0.0.0.0:{METRICS_PORT}").into());
-    m.insert("heartbeat", s.heartbeat.clone().into());
-    m.insert("drain_period", s.drain_period.clone().into());
-    m.insert("history_size", s.history_size.into());
     m.insert(
-        "log_format",
-        match s.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-        .into(),
+        pcfg::METRICS_LISTEN.key,
+        format!("0.0.0.0:{METRICS_PORT}").into(),
     );
-    let opt_str = [
-        ("idle_timeout", &s.idle_timeout),
-        ("sse_heartbeat", &s.sse_heartbeat),
-        ("history_ttl", &s.history_ttl),
-        ("max_connection_lifetime", &s.max_connection_lifetime),
-    ];
-    for (k, v) in opt_str {
-        if let Some(v) = v {
-            m.insert(k, v.clone().into());
-        }
-    }
-    let opt_int = [
-        ("max_connections", s.max_connections),
-        ("max_channels_per_connection", s.max_channels_per_connection),
-        ("max_message_bytes", s.max_message_bytes),
-        ("outbound_queue", s.outbound_queue),
-        ("publish_min_replicas", s.publish_min_replicas),
-    ];
-    for (k, v) in opt_int {
-        if let Some(v) = v {
-            m.insert(k, v.into());
-        }
-    }
-    if let Some(origins) = &s.allowed_origins {
-        // docs/operations.md: comma-separated, the same form as the flag and variable.
-        m.insert("allowed_origins", origins.join(",").into());
+    let serde_json::Value::Object(fields) = serde_json::to_value(&pc.spec.server)? else {
+        return Err(Error::InvalidSpec("spec.server is not an object".into()));
+    };
+    for (field, value) in fields {
+        let setting = pcfg::by_crd_field(&field).ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "spec.server.{field} is no push-server setting (push-config)"
+            ))
+        })?;
+        m.insert(setting.key, serde_yaml::to_value(&value)?);
     }
     Ok(serde_yaml::to_string(&m)?)
 }
 
 /// Grace period: strictly longer than the drain period.
 pub fn termination_grace_seconds(pc: &PushCluster) -> Result<i64> {
-    let drain = parse_duration_secs(&pc.spec.server.drain_period).ok_or_else(|| {
+    let drain = pcfg::parse_duration(&pc.spec.server.drain_period).map_err(|e| {
         Error::InvalidSpec(format!(
-            "spec.server.drainPeriod {:?}",
+            "spec.server.drainPeriod {:?}: {e}",
             pc.spec.server.drain_period
         ))
     })?;
-    Ok((drain + GRACE_MARGIN_SECS) as i64)
+    Ok((drain.as_secs_f64().ceil() as u64 + GRACE_MARGIN_SECS) as i64)
 }
 
 fn env(pc: &PushCluster, names: &Names) -> Vec<serde_json::Value> {
     let mut env = Vec::new();
     match pc.spec.redis.mode {
         RedisMode::Replication => {
-            env.push(json!({ "name": "PUSH_REDIS_SENTINEL",
+            env.push(json!({ "name": pcfg::REDIS_SENTINEL.env,
                              "value": redis::sentinel_addrs(pc, names).join(",") }));
-            env.push(json!({ "name": "PUSH_REDIS_MASTER_NAME", "value": redis::master_name() }));
+            env.push(json!({ "name": pcfg::REDIS_MASTER_NAME.env, "value": redis::master_name() }));
         }
         RedisMode::Cluster => {
-            env.push(json!({ "name": "PUSH_REDIS_CLUSTER",
+            env.push(json!({ "name": pcfg::REDIS_CLUSTER.env,
                              "value": redis::cluster_addrs(pc, names).join(",") }));
         }
     }
@@ -102,9 +81,9 @@ fn env(pc: &PushCluster, names: &Names) -> Vec<serde_json::Value> {
         // PUSH_REQUIRE_AUTH. The operator also checks the Secret before it
         // rolls out pods (AuthSecretMissing).
         for (var, key) in [
-            ("PUSH_JWT_SECRET", "jwtSecret"),
-            ("PUSH_JWT_PUBLIC_KEY", "jwtPublicKey"),
-            ("PUSH_PUBLISH_KEY", "publishKey"),
+            (pcfg::JWT_SECRET.env, "jwtSecret"),
+            (pcfg::JWT_PUBLIC_KEY.env, "jwtPublicKey"),
+            (pcfg::PUBLISH_KEY.env, "publishKey"),
         ] {
             env.push(json!({
                 "name": var,
@@ -112,11 +91,11 @@ fn env(pc: &PushCluster, names: &Names) -> Vec<serde_json::Value> {
                     "name": name, "key": key, "optional": true } },
             }));
         }
-        env.push(json!({ "name": "PUSH_REQUIRE_AUTH", "value": "true" }));
+        env.push(json!({ "name": pcfg::REQUIRE_AUTH.env, "value": "true" }));
     }
     if let Some(pw) = redis_password(pc, names) {
         env.push(json!({
-            "name": "PUSH_REDIS_PASSWORD",
+            "name": pcfg::REDIS_PASSWORD.env,
             "valueFrom": { "secretKeyRef": { "name": pw.name, "key": pw.key } },
         }));
     }
