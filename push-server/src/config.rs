@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use push_config as pc;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -41,25 +42,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OptDuration(pub Option<Duration>);
 
-/// Parses `500ms`, `1s`, `5m`, `1h30m`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 500ms, 1s, 5m)"))
-}
+/// The duration grammar lives in push-config, shared with the operator.
+pub use push_config::parse_duration;
 
-fn parse_opt_duration(s: &str) -> Result<OptDuration, String> {
-    match s.trim() {
-        "off" | "none" | "" => Ok(OptDuration(None)),
-        other => parse_duration(other).map(|d| OptDuration((!d.is_zero()).then_some(d))),
-    }
+fn parse_opt_duration(s: &str) -> Result<OptDuration, push_config::DurationError> {
+    push_config::parse_off_duration(s).map(OptDuration)
 }
 
 /// push-server: real-time push messaging over WebSocket and Server-Sent Events.
@@ -71,135 +58,171 @@ fn parse_opt_duration(s: &str) -> Result<OptDuration, String> {
 #[command(name = "push-server", version, about, long_about = None, max_term_width = 100)]
 pub struct Config {
     /// YAML file of settings; keys are the setting names (e.g. max_connections)
-    #[arg(long, env = "PUSH_CONFIG", value_name = "FILE")]
+    #[arg(long = pc::CONFIG.flag, env = pc::CONFIG.env, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address of the one HTTP port (WebSocket, SSE, API, metrics)
-    #[arg(long, env = "PUSH_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address of the public HTTP port (WebSocket, SSE, API; metrics too unless
+    /// --metrics-listen is set)
+    #[arg(long = pc::LISTEN.flag, env = pc::LISTEN.env, default_value = pc::LISTEN.default)]
     pub listen: SocketAddr,
 
+    /// Address of a separate metrics port; when set, /metrics is served there
+    /// only and the public port answers 404 for it
+    #[arg(long = pc::METRICS_LISTEN.flag, env = pc::METRICS_LISTEN.env)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// WebSocket Ping interval
-    #[arg(long, env = "PUSH_HEARTBEAT", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long = pc::HEARTBEAT.flag, env = pc::HEARTBEAT.env,
+          default_value = pc::HEARTBEAT.default, value_parser = parse_duration)]
     pub heartbeat: Duration,
 
     /// Close a WebSocket that sent no frame or Pong for this long
-    #[arg(long, env = "PUSH_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long = pc::IDLE_TIMEOUT.flag, env = pc::IDLE_TIMEOUT.env,
+          default_value = pc::IDLE_TIMEOUT.default, value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Interval of the `: ping` comment on SSE streams
-    #[arg(long, env = "PUSH_SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long = pc::SSE_HEARTBEAT.flag, env = pc::SSE_HEARTBEAT.env,
+          default_value = pc::SSE_HEARTBEAT.default, value_parser = parse_duration)]
     pub sse_heartbeat: Duration,
 
     /// Most WebSocket + SSE connections this node accepts (then 503 + Retry-After)
-    #[arg(long, env = "PUSH_MAX_CONNECTIONS", default_value_t = 100_000)]
+    #[arg(long = pc::MAX_CONNECTIONS.flag, env = pc::MAX_CONNECTIONS.env,
+          default_value = pc::MAX_CONNECTIONS.default)]
     pub max_connections: usize,
 
     /// Most subscriptions one connection may hold
-    #[arg(long, env = "PUSH_MAX_CHANNELS_PER_CONNECTION", default_value_t = 128)]
+    #[arg(long = pc::MAX_CHANNELS_PER_CONNECTION.flag, env = pc::MAX_CHANNELS_PER_CONNECTION.env,
+          default_value = pc::MAX_CHANNELS_PER_CONNECTION.default)]
     pub max_channels_per_connection: usize,
 
     /// Largest published message body in bytes (larger: 413)
-    #[arg(long, env = "PUSH_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    #[arg(long = pc::MAX_MESSAGE_BYTES.flag, env = pc::MAX_MESSAGE_BYTES.env,
+          default_value = pc::MAX_MESSAGE_BYTES.default)]
     pub max_message_bytes: usize,
 
     /// Messages queued per connection before it is a slow consumer
-    #[arg(long, env = "PUSH_OUTBOUND_QUEUE", default_value_t = 1024)]
+    #[arg(long = pc::OUTBOUND_QUEUE.flag, env = pc::OUTBOUND_QUEUE.env,
+          default_value = pc::OUTBOUND_QUEUE.default)]
     pub outbound_queue: usize,
 
     /// Messages retained per channel for resume (0: no history, pure pub/sub)
-    #[arg(long, env = "PUSH_HISTORY_SIZE", default_value_t = 100)]
+    #[arg(long = pc::HISTORY_SIZE.flag, env = pc::HISTORY_SIZE.env,
+          default_value = pc::HISTORY_SIZE.default)]
     pub history_size: usize,
 
     /// How long a message stays in history (0: no history)
-    #[arg(long, env = "PUSH_HISTORY_TTL", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long = pc::HISTORY_TTL.flag, env = pc::HISTORY_TTL.env,
+          default_value = pc::HISTORY_TTL.default, value_parser = parse_duration)]
     pub history_ttl: Duration,
 
     /// Redelivery delay of an unacknowledged message (subscriptions with ack:true)
-    #[arg(long, env = "PUSH_ACK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = pc::ACK_TIMEOUT.flag, env = pc::ACK_TIMEOUT.env,
+          default_value = pc::ACK_TIMEOUT.default, value_parser = parse_duration)]
     pub ack_timeout: Duration,
 
     /// Redeliveries of one unacknowledged message before giving up
-    #[arg(long, env = "PUSH_MAX_REDELIVERIES", default_value_t = 5)]
+    #[arg(long = pc::MAX_REDELIVERIES.flag, env = pc::MAX_REDELIVERIES.env,
+          default_value = pc::MAX_REDELIVERIES.default)]
     pub max_redeliveries: u32,
 
     /// Unacknowledged messages in flight per subscription
-    #[arg(long, env = "PUSH_ACK_WINDOW", default_value_t = 256)]
+    #[arg(long = pc::ACK_WINDOW.flag, env = pc::ACK_WINDOW.env,
+          default_value = pc::ACK_WINDOW.default)]
     pub ack_window: usize,
 
     /// On SIGTERM, spread `reconnect` over this period, then exit
-    #[arg(long, env = "PUSH_DRAIN_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = pc::DRAIN_PERIOD.flag, env = pc::DRAIN_PERIOD.env,
+          default_value = pc::DRAIN_PERIOD.default, value_parser = parse_duration)]
     pub drain_period: Duration,
 
     /// Ask clients to reconnect after this long (± 10 % jitter); off by default
-    #[arg(long, env = "PUSH_MAX_CONNECTION_LIFETIME", default_value = "off", value_parser = parse_opt_duration)]
+    #[arg(long = pc::MAX_CONNECTION_LIFETIME.flag, env = pc::MAX_CONNECTION_LIFETIME.env,
+          default_value = pc::MAX_CONNECTION_LIFETIME.default, value_parser = parse_opt_duration)]
     pub max_connection_lifetime: OptDuration,
 
     /// Hold a connection's first queued message this long so that the
     /// messages behind it go out in the same write (less CPU, more latency);
     /// off by default
-    #[arg(long, env = "PUSH_WRITE_DELAY", default_value = "off", value_parser = parse_opt_duration)]
+    #[arg(long = pc::WRITE_DELAY.flag, env = pc::WRITE_DELAY.env,
+          default_value = pc::WRITE_DELAY.default, value_parser = parse_opt_duration)]
     pub write_delay: OptDuration,
 
     /// Most WebSocket + SSE connections from one client IP (0: no limit; then 429)
-    #[arg(long, env = "PUSH_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    #[arg(long = pc::MAX_CONNECTIONS_PER_IP.flag, env = pc::MAX_CONNECTIONS_PER_IP.env,
+          default_value = pc::MAX_CONNECTIONS_PER_IP.default)]
     pub max_connections_per_ip: usize,
 
     /// WebSocket publish frames per second per connection (0: no limit)
-    #[arg(long, env = "PUSH_PUBLISH_RATE_LIMIT", default_value_t = 0)]
+    #[arg(long = pc::PUBLISH_RATE_LIMIT.flag, env = pc::PUBLISH_RATE_LIMIT.env,
+          default_value = pc::PUBLISH_RATE_LIMIT.default)]
     pub publish_rate_limit: u32,
 
     /// HS256 secret that turns JWT auth on
-    #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
+    #[arg(long = pc::JWT_SECRET.flag, env = pc::JWT_SECRET.env,
+          hide_env_values = pc::JWT_SECRET.secret)]
     pub jwt_secret: Option<String>,
 
     /// RS256/ES256 public key that turns JWT auth on: a PEM file, or the PEM text itself
-    #[arg(long, env = "PUSH_JWT_PUBLIC_KEY", value_name = "PEM_FILE")]
+    #[arg(long = pc::JWT_PUBLIC_KEY.flag, env = pc::JWT_PUBLIC_KEY.env, value_name = "PEM_FILE")]
     pub jwt_public_key: Option<PathBuf>,
 
     /// Static bearer keys allowed to publish (comma-separated)
-    #[arg(
-        long,
-        env = "PUSH_PUBLISH_KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long = pc::PUBLISH_KEY.flag, env = pc::PUBLISH_KEY.env, value_delimiter = ',',
+          hide_env_values = pc::PUBLISH_KEY.secret)]
     pub publish_key: Vec<String>,
 
+    /// Refuse to start unless a JWT secret, a JWT public key or a publish key
+    /// is set (what Kubernetes deployments use; without it no key means open)
+    #[arg(long = pc::REQUIRE_AUTH.flag, env = pc::REQUIRE_AUTH.env,
+          default_value = pc::REQUIRE_AUTH.default, value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_auth: bool,
+
     /// Redis broker URL, redis:// or rediss:// (default: in-process memory broker)
-    #[arg(long, env = "PUSH_REDIS_URL", hide_env_values = true)]
+    #[arg(long = pc::REDIS_URL.flag, env = pc::REDIS_URL.env,
+          hide_env_values = pc::REDIS_URL.secret)]
     pub redis_url: Option<String>,
 
+    /// Password (Redis AUTH) of the Redis master, replicas and Cluster nodes, and
+    /// of the Sentinels unless --redis-sentinel-password is set
+    #[arg(long = pc::REDIS_PASSWORD.flag, env = pc::REDIS_PASSWORD.env,
+          hide_env_values = pc::REDIS_PASSWORD.secret)]
+    pub redis_password: Option<String>,
+
+    /// Password of the Sentinels when it differs from --redis-password
+    #[arg(long = pc::REDIS_SENTINEL_PASSWORD.flag, env = pc::REDIS_SENTINEL_PASSWORD.env,
+          hide_env_values = pc::REDIS_SENTINEL_PASSWORD.secret)]
+    pub redis_sentinel_password: Option<String>,
+
     /// PEM file of the CA certificate(s) trusted for rediss:// (instead of the system roots)
-    #[arg(long, env = "PUSH_REDIS_CA_FILE", value_name = "PEM_FILE")]
+    #[arg(long = pc::REDIS_CA_FILE.flag, env = pc::REDIS_CA_FILE.env, value_name = "PEM_FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
     /// Redis Sentinel addresses host:port,… (with --redis-master-name)
-    #[arg(long, env = "PUSH_REDIS_SENTINEL", value_delimiter = ',')]
+    #[arg(long = pc::REDIS_SENTINEL.flag, env = pc::REDIS_SENTINEL.env, value_delimiter = ',')]
     pub redis_sentinel: Vec<String>,
 
     /// Name of the master monitored by the Sentinels
-    #[arg(long, env = "PUSH_REDIS_MASTER_NAME")]
+    #[arg(long = pc::REDIS_MASTER_NAME.flag, env = pc::REDIS_MASTER_NAME.env)]
     pub redis_master_name: Option<String>,
 
     /// Redis Cluster seed nodes host:port,… (sharded pub/sub)
-    #[arg(long, env = "PUSH_REDIS_CLUSTER", value_delimiter = ',')]
+    #[arg(long = pc::REDIS_CLUSTER.flag, env = pc::REDIS_CLUSTER.env, value_delimiter = ',')]
     pub redis_cluster: Vec<String>,
 
     /// Replicas that must hold a publish before it is answered (Redis WAIT)
-    #[arg(long, env = "PUSH_PUBLISH_MIN_REPLICAS", default_value_t = 0)]
+    #[arg(long = pc::PUBLISH_MIN_REPLICAS.flag, env = pc::PUBLISH_MIN_REPLICAS.env,
+          default_value = pc::PUBLISH_MIN_REPLICAS.default)]
     pub publish_min_replicas: u32,
 
     /// Origins allowed for CORS and WebSocket (comma-separated, * for all)
-    #[arg(
-        long,
-        env = "PUSH_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        default_value = "*"
-    )]
+    #[arg(long = pc::ALLOWED_ORIGINS.flag, env = pc::ALLOWED_ORIGINS.env, value_delimiter = ',',
+          default_value = pc::ALLOWED_ORIGINS.default)]
     pub allowed_origins: Vec<String>,
 
     /// Log format
-    #[arg(long, env = "PUSH_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long = pc::LOG_FORMAT.flag, env = pc::LOG_FORMAT.env, value_enum,
+          default_value = pc::LOG_FORMAT.default)]
     pub log_format: LogFormat,
 }
 
@@ -234,45 +257,107 @@ impl Config {
         Ok(config)
     }
 
+    /// Applies push-config's start-up checks ([`push_config::CHECKS`]), the
+    /// same list the operator turns into CEL rules, so both refuse the same
+    /// configurations with the same words.
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |name, message: &str| {
-            Err(ConfigError::Invalid {
-                name,
-                message: message.to_string(),
-            })
-        };
-        if self.heartbeat.is_zero() {
-            return invalid("heartbeat", "must be above 0");
-        }
-        if self.idle_timeout <= self.heartbeat {
-            return invalid("idle_timeout", "must be longer than heartbeat");
-        }
-        if self.sse_heartbeat.is_zero() {
-            return invalid("sse_heartbeat", "must be above 0");
-        }
-        if self.outbound_queue == 0 {
-            return invalid("outbound_queue", "must be at least 1");
-        }
-        if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1");
-        }
-        if self.max_channels_per_connection == 0 {
-            return invalid("max_channels_per_connection", "must be at least 1");
-        }
-        if self.max_message_bytes == 0 {
-            return invalid("max_message_bytes", "must be at least 1");
-        }
-        if self.ack_window == 0 {
-            return invalid("ack_window", "must be at least 1");
-        }
-        if self
-            .write_delay
-            .0
-            .is_some_and(|d| d > Duration::from_secs(1))
-        {
-            return invalid("write_delay", "must be at most 1s");
+        for check in pc::CHECKS {
+            if !self.passes(check)? {
+                return Err(ConfigError::Invalid {
+                    name: check.setting.key,
+                    message: check.message.to_string(),
+                });
+            }
         }
         Ok(())
+    }
+
+    fn passes(&self, check: &pc::Check) -> Result<bool, ConfigError> {
+        let key = check.setting.key;
+        Ok(match check.rule {
+            pc::Rule::DurationAboveZero => !self.duration(key)?.unwrap_or_default().is_zero(),
+            pc::Rule::CountAtLeast(min) => self.count(key)? >= min,
+            pc::Rule::LongerThan(other) => self.duration(key)? > self.duration(other.key)?,
+            pc::Rule::AtMost(max) => {
+                let max = parse_duration(max).map_err(|e| ConfigError::Invalid {
+                    name: key,
+                    message: e.to_string(),
+                })?;
+                self.duration(key)?.is_none_or(|d| d <= max)
+            }
+            pc::Rule::RequiresAnyOf(any) => {
+                !self.is_set(key)?
+                    || any.iter().try_fold(false, |found, s| {
+                        Ok::<_, ConfigError>(found || self.is_set(s.key)?)
+                    })?
+            }
+            pc::Rule::DiffersFrom(other) => {
+                !self.is_set(key)? || self.address(key)? != self.address(other.key)?
+            }
+        })
+    }
+
+    /// A duration setting by YAML key (`None`: an off-able one that is off).
+    fn duration(&self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
+        Ok(match key {
+            "heartbeat" => Some(self.heartbeat),
+            "idle_timeout" => Some(self.idle_timeout),
+            "sse_heartbeat" => Some(self.sse_heartbeat),
+            "history_ttl" => Some(self.history_ttl),
+            "ack_timeout" => Some(self.ack_timeout),
+            "drain_period" => Some(self.drain_period),
+            "max_connection_lifetime" => self.max_connection_lifetime.0,
+            "write_delay" => self.write_delay.0,
+            _ => return Err(no_check_for(key)),
+        })
+    }
+
+    fn count(&self, key: &'static str) -> Result<u64, ConfigError> {
+        let n = match key {
+            "max_connections" => self.max_connections,
+            "max_channels_per_connection" => self.max_channels_per_connection,
+            "max_message_bytes" => self.max_message_bytes,
+            "outbound_queue" => self.outbound_queue,
+            "history_size" => self.history_size,
+            "ack_window" => self.ack_window,
+            "max_connections_per_ip" => self.max_connections_per_ip,
+            "max_redeliveries" => self.max_redeliveries as usize,
+            "publish_rate_limit" => self.publish_rate_limit as usize,
+            "publish_min_replicas" => self.publish_min_replicas as usize,
+            _ => return Err(no_check_for(key)),
+        };
+        Ok(n as u64)
+    }
+
+    fn address(&self, key: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
+        match key {
+            "listen" => Ok(Some(self.listen)),
+            "metrics_listen" => Ok(self.metrics_listen),
+            _ => Err(no_check_for(key)),
+        }
+    }
+
+    fn is_set(&self, key: &'static str) -> Result<bool, ConfigError> {
+        Ok(match key {
+            "require_auth" => self.require_auth,
+            "jwt_secret" => self.jwt_secret.as_deref().is_some_and(|s| !s.is_empty()),
+            "jwt_public_key" => self
+                .jwt_public_key
+                .as_ref()
+                .is_some_and(|p| !p.as_os_str().is_empty()),
+            "publish_key" => self.publish_key.iter().any(|k| !k.is_empty()),
+            "metrics_listen" => self.metrics_listen.is_some(),
+            _ => return Err(no_check_for(key)),
+        })
+    }
+}
+
+/// A check in push-config over a setting this file does not look up: a
+/// programming error the `every_check_is_applied` test catches.
+fn no_check_for(key: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        name: key,
+        message: "push-config has a start-up check this push-server cannot evaluate".into(),
     }
 }
 
@@ -305,10 +390,10 @@ fn yaml_as_flags(path: &PathBuf, matches: &ArgMatches) -> Result<Vec<String>, Co
             .as_str()
             .ok_or_else(|| yaml_err("setting names must be strings".into()))?
             .to_string();
-        let known = command.get_arguments().any(|a| a.get_id().as_str() == key);
-        if !known || key == "config" {
+        let arg = command.get_arguments().find(|a| a.get_id().as_str() == key);
+        let Some(arg) = arg.filter(|_| key != "config") else {
             return Err(yaml_err(format!("unknown setting {key:?}")));
-        }
+        };
         if !matches!(
             matches.value_source(&key),
             None | Some(ValueSource::DefaultValue)
@@ -316,7 +401,17 @@ fn yaml_as_flags(path: &PathBuf, matches: &ArgMatches) -> Result<Vec<String>, Co
             continue; // a flag or env var wins over the file
         }
         let value = yaml_scalar(&value).map_err(|m| yaml_err(format!("{key}: {m}")))?;
-        flags.push(format!("--{}={}", key.replace('_', "-"), value));
+        let flag = arg.get_long().unwrap_or(key.as_str());
+        if arg.get_action().takes_values() {
+            flags.push(format!("--{flag}={value}"));
+        } else {
+            // A switch (require_auth): `true` turns it on, `false` leaves it off.
+            match value.as_str() {
+                "true" => flags.push(format!("--{flag}")),
+                "false" => {}
+                _ => return Err(yaml_err(format!("{key}: expected true or false"))),
+            }
+        }
     }
     Ok(flags)
 }
@@ -436,5 +531,141 @@ mod tests {
         assert_eq!(ok.write_delay, OptDuration(Some(Duration::from_millis(10))));
         let off = Config::load_from(["push-server"]).unwrap();
         assert_eq!(off.write_delay, OptDuration(None));
+    }
+
+    /// Every flag, variable, secrecy and default of `Config` is the one
+    /// push-config lists, and push-config lists nothing `Config` lacks.
+    #[test]
+    fn names_come_from_push_config() {
+        let command = Config::command();
+        let args: Vec<_> = command
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .collect();
+        for arg in &args {
+            let id = arg.get_id().as_str();
+            let s = pc::by_key(id).unwrap_or_else(|| panic!("{id} is not in push-config"));
+            assert_eq!(arg.get_long(), Some(s.flag), "{id}: flag");
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(s.env),
+                "{id}: env"
+            );
+            assert_eq!(arg.is_hide_env_values_set(), s.secret, "{id}: secret");
+            let default: Vec<_> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let expected: Vec<_> = s.default.into_iter().collect();
+            assert_eq!(default, expected, "{id}: default");
+            // Only a switch takes no value (and so YAML `true` becomes `--flag`).
+            assert_eq!(
+                arg.get_action().takes_values(),
+                s.kind != pc::Kind::Bool,
+                "{id}: switch"
+            );
+        }
+        for s in pc::SETTINGS {
+            assert!(
+                args.iter().any(|a| a.get_id().as_str() == s.key),
+                "push-config setting {} is not a push-server flag",
+                s.key
+            );
+        }
+        assert_eq!(args.len(), pc::SETTINGS.len());
+    }
+
+    /// A configuration breaking each of push-config's start-up checks, so
+    /// that every check is proven applied with its message.
+    fn breaking(check: &pc::Check) -> Vec<&'static str> {
+        match (check.setting.key, check.rule) {
+            ("heartbeat", pc::Rule::DurationAboveZero) => vec!["--heartbeat", "0s"],
+            ("sse_heartbeat", pc::Rule::DurationAboveZero) => vec!["--sse-heartbeat", "0"],
+            ("idle_timeout", pc::Rule::LongerThan(_)) => {
+                vec!["--heartbeat", "10s", "--idle-timeout", "10s"]
+            }
+            (key, pc::Rule::CountAtLeast(1)) => match key {
+                "outbound_queue" => vec!["--outbound-queue", "0"],
+                "max_connections" => vec!["--max-connections", "0"],
+                "max_channels_per_connection" => vec!["--max-channels-per-connection", "0"],
+                "max_message_bytes" => vec!["--max-message-bytes", "0"],
+                "ack_window" => vec!["--ack-window", "0"],
+                other => panic!("no breaking case for {other}"),
+            },
+            ("write_delay", pc::Rule::AtMost("1s")) => vec!["--write-delay", "1001ms"],
+            ("metrics_listen", pc::Rule::DiffersFrom(_)) => vec![
+                "--listen",
+                "127.0.0.1:9999",
+                "--metrics-listen",
+                "127.0.0.1:9999",
+            ],
+            ("require_auth", pc::Rule::RequiresAnyOf(_)) => vec!["--require-auth"],
+            (key, rule) => panic!("no breaking case for {key} {rule:?}"),
+        }
+    }
+
+    #[test]
+    fn every_check_is_applied_with_its_message() {
+        assert!(Config::load_from(["push-server"]).is_ok(), "defaults pass");
+        for check in pc::CHECKS {
+            let mut args = vec!["push-server"];
+            args.extend(breaking(check));
+            let err = Config::load_from(&args).unwrap_err();
+            assert_eq!(err.to_string(), check.error(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn require_auth_needs_a_key() {
+        let err = Config::load_from(["push-server", "--require-auth"]).unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "require_auth",
+            "jwt_secret",
+            "jwt_public_key",
+            "publish_key",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+        for key in [
+            ["--publish-key", "k1"],
+            ["--jwt-secret", "s"],
+            ["--jwt-public-key", "/etc/key.pem"],
+        ] {
+            let c = Config::load_from(["push-server", "--require-auth", key[0], key[1]]).unwrap();
+            assert!(c.require_auth);
+        }
+        let c = Config::load_from(["push-server"]).unwrap();
+        assert!(!c.require_auth, "off by default: cargo run stays open");
+        assert!(Config::load_from(["push-server", "--require-auth", "--publish-key", ""]).is_err());
+    }
+
+    #[test]
+    fn yaml_switch_and_new_settings() {
+        let dir = std::env::temp_dir().join(format!("push-config-sw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("push.yaml");
+        let path = file.to_str().unwrap();
+        std::fs::write(
+            &file,
+            "require_auth: true\npublish_key: [k]\nmetrics_listen: 127.0.0.1:9090\n\
+             redis_password: pw\nredis_sentinel_password: spw\n",
+        )
+        .unwrap();
+        let c = Config::load_from(["push-server", "--config", path]).unwrap();
+        assert!(c.require_auth);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.redis_password.as_deref(), Some("pw"));
+        assert_eq!(c.redis_sentinel_password.as_deref(), Some("spw"));
+
+        std::fs::write(&file, "require_auth: false\n").unwrap();
+        let c = Config::load_from(["push-server", "--config", path]).unwrap();
+        assert!(!c.require_auth);
+
+        std::fs::write(&file, "require_auth: maybe\n").unwrap();
+        let err = Config::load_from(["push-server", "--config", path]).unwrap_err();
+        assert!(err.to_string().contains("require_auth"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

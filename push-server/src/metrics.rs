@@ -3,9 +3,14 @@
 //! Handles for each label value are resolved once at start-up, so the hot
 //! path only touches atomics.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -30,6 +35,12 @@ impl EncodeLabelValue for Transport {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransportLabel {
     transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
 }
 
 /// Per-transport handles.
@@ -117,6 +128,18 @@ impl Metrics {
             "Time from first send to ack",
             ack_latency.clone(),
         );
+        let build: Family<BuildLabels, Gauge> = registered(
+            &mut r,
+            "push_build_info",
+            "Always 1; the labels say which build runs",
+        );
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: env!("PUSH_BUILD_COMMIT").into(),
+            })
+            .set(1);
+        r.register_collector(Box::new(ProcessCollector));
         let handles = |t| {
             let label = TransportLabel { transport: t };
             TransportMetrics {
@@ -171,4 +194,176 @@ where
     let metric = M::default();
     registry.register(name, help, metric.clone());
     metric
+}
+
+/// The standard `process_*` metrics (as the Go and Python clients name
+/// them), read from `/proc/self` at each scrape. prometheus-client has no
+/// process collector, and a crate for six numbers is not worth it. On other
+/// systems, or when `/proc` is unreadable, the metrics are left out.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times: the kernel's USER_HZ,
+/// 100 on every Linux architecture Rust targets (Prometheus' procfs library
+/// makes the same assumption).
+const USER_HZ: f64 = 100.0;
+
+/// What one scrape read; `None` where the file was not there.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ProcessStats {
+    pub open_fds: Option<u64>,
+    pub max_fds: Option<u64>,
+    pub resident_memory_bytes: Option<u64>,
+    pub virtual_memory_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub start_time_seconds: Option<f64>,
+}
+
+impl ProcessStats {
+    /// Reads this process's numbers from `/proc`.
+    pub fn read() -> ProcessStats {
+        let proc = std::path::Path::new("/proc");
+        let read = |p: &str| std::fs::read_to_string(proc.join(p)).ok();
+        let mut s = ProcessStats {
+            open_fds: std::fs::read_dir(proc.join("self/fd"))
+                .ok()
+                .map(|d| d.count() as u64),
+            max_fds: read("self/limits").and_then(|t| parse_max_open_files(&t)),
+            ..ProcessStats::default()
+        };
+        if let Some(status) = read("self/status") {
+            s.resident_memory_bytes = status_kib(&status, "VmRSS:").map(|k| k * 1024);
+            s.virtual_memory_bytes = status_kib(&status, "VmSize:").map(|k| k * 1024);
+        }
+        if let Some(stat) = read("self/stat") {
+            let fields = stat_fields(&stat);
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            if let (Some(utime), Some(stime)) = (ticks(13), ticks(14)) {
+                s.cpu_seconds = Some((utime + stime) as f64 / USER_HZ);
+            }
+            let boot = read("stat").and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            });
+            if let (Some(start), Some(boot)) = (ticks(21), boot) {
+                s.start_time_seconds = Some(boot as f64 + start as f64 / USER_HZ);
+            }
+        }
+        s
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` from the state on (field 3 is index 2):
+/// the command name in parentheses may hold spaces, so split after its last `)`.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    // Indices as in proc(5), counted from 0: pid and comm come first.
+    let mut fields = vec!["", ""];
+    fields.extend(rest.split_whitespace());
+    fields
+}
+
+/// `VmRSS:   1234 kB` → 1234.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The soft limit of `Max open files` in `/proc/<pid>/limits`.
+fn parse_max_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = ProcessStats::read();
+        let mut gauge = |name: &str, help: &str, value: Option<f64>| {
+            let Some(v) = value else { return Ok(()) };
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        let int = |v: Option<u64>| v.map(|v| v as f64);
+        gauge(
+            "process_open_fds",
+            "Number of open file descriptors",
+            int(s.open_fds),
+        )?;
+        gauge(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            int(s.max_fds),
+        )?;
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            int(s.resident_memory_bytes),
+        )?;
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            int(s.virtual_memory_bytes),
+        )?;
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            s.start_time_seconds,
+        )?;
+        if let Some(cpu) = s.cpu_seconds {
+            let c = ConstCounter::new(cpu);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_parsers() {
+        // A command name with spaces and a parenthesis.
+        let stat = "42 (push server) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 12345 1000 20";
+        let f = stat_fields(stat);
+        assert_eq!((f[2], f[13], f[14], f[21]), ("S", "250", "50", "12345"));
+        let status = "Name:\tpush-server\nVmSize:\t  20480 kB\nVmRSS:\t    512 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(512));
+        assert_eq!(status_kib(status, "VmSize:"), Some(20480));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1048576              1048576              files\n";
+        assert_eq!(parse_max_open_files(limits), Some(1_048_576));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_reads_plausibly() {
+        let s = ProcessStats::read();
+        let fds = s.open_fds.expect("open fds");
+        assert!(fds >= 3 && fds <= s.max_fds.expect("max fds"), "{s:?}");
+        let rss = s.resident_memory_bytes.expect("rss");
+        assert!(rss > 1 << 20 && rss <= s.virtual_memory_bytes.expect("vsz"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        let start = s.start_time_seconds.expect("start");
+        assert!(
+            start <= now + 1.0 && start > now - 3600.0,
+            "{start} vs {now}"
+        );
+        assert!(s.cpu_seconds.expect("cpu") >= 0.0);
+    }
 }

@@ -175,6 +175,7 @@ fn configuration_reference_matches_help() {
     let spec = [
         "config",
         "listen",
+        "metrics_listen",
         "heartbeat",
         "idle_timeout",
         "sse_heartbeat",
@@ -193,6 +194,9 @@ fn configuration_reference_matches_help() {
         "jwt_public_key",
         "publish_key",
         "redis_url",
+        "redis_password",
+        "redis_sentinel_password",
+        "require_auth",
         "redis_sentinel",
         "redis_master_name",
         "redis_cluster",
@@ -312,7 +316,7 @@ fn metrics_reference_matches_metrics_endpoint() {
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split(['`', '{']).next())
-        .filter(|n| n.starts_with("push_"))
+        .filter(|n| n.starts_with("push_") || n.starts_with("process_"))
         .map(str::to_string)
         .collect();
     let missing: Vec<_> = exposed.difference(&documented).collect();

@@ -74,6 +74,7 @@ impl IntoResponse for Error {
 pub struct Server {
     node: Arc<Node>,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     /// The accept loop.
     http: JoinHandle<()>,
     /// Stops accepting and asks every HTTP connection to finish.
@@ -93,12 +94,35 @@ impl Server {
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
+        // Bound before serving anything, so a taken metrics port fails the start.
+        let metrics_listener = match node.config.metrics_listen {
+            Some(maddr) => {
+                let bind_error = |source| StartError::Bind {
+                    addr: maddr,
+                    source,
+                };
+                let l = TcpListener::bind(maddr).await.map_err(bind_error)?;
+                let local = l.local_addr().map_err(bind_error)?;
+                Some((l, local))
+            }
+            None => None,
+        };
         let state = AppState {
             origins: Arc::new(Origins::new(&node.config.allowed_origins)),
             node: node.clone(),
         };
         let stop_http = CancellationToken::new();
         let http_conns = TaskTracker::new();
+        let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+        if let Some((l, maddr)) = metrics_listener {
+            http_conns.spawn(metrics_loop(
+                state.clone(),
+                l,
+                stop_http.clone(),
+                http_conns.clone(),
+            ));
+            tracing::info!(addr = %maddr, "metrics listening");
+        }
         let http = tokio::spawn(accept_loop(
             state,
             listener,
@@ -109,6 +133,7 @@ impl Server {
         Ok(Server {
             node,
             addr,
+            metrics_addr,
             http,
             stop_http,
             http_conns,
@@ -117,6 +142,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Drains (readiness 503, every connection told to reconnect within the
@@ -179,6 +209,37 @@ async fn accept_loop(
     }
 }
 
+/// The separate metrics port (`metrics_listen`): `/metrics` only, so that
+/// scrapes need no route to the public port and the public port does not
+/// show the metrics (docs/operations.md).
+async fn metrics_loop(
+    state: AppState,
+    listener: TcpListener,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Error::not_found() })
+        .with_state(state);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("metrics accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let stop = stop.clone();
+        conns.spawn(serve_http(router, tcp, peer, stop));
+    }
+}
+
 /// Serves one HTTP/1.1 connection with upgrades (WebSocket) until it ends or
 /// `stop` asks it to finish.
 async fn serve_http(
@@ -224,7 +285,8 @@ fn router(state: AppState) -> Router {
     let cors = state.origins.cors_layer();
     // Publish bodies are read by the handlers with the limits of
     // docs/protocol.md, after auth (see api::read_body).
-    Router::new()
+    let separate_metrics = state.node.config.metrics_listen.is_some();
+    let routes = Router::new()
         .route(
             "/api/v1/channels/{channel}/messages",
             post(api::publish_one).get(api::history),
@@ -234,8 +296,14 @@ fn router(state: AppState) -> Router {
         .route("/sse", get(sse::handler))
         .route("/ws", get(ws::handler))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    // With metrics_listen set, the public port answers 404 for /metrics.
+    let routes = if separate_metrics {
+        routes
+    } else {
+        routes.route("/metrics", get(metrics))
+    };
+    routes
         .fallback(|| async { Error::not_found() })
         .method_not_allowed_fallback(|| async {
             Error::new(

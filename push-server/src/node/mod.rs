@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthConfigError, Principal};
 use crate::broker::memory::MemoryBroker;
-use crate::broker::redis::{RedisBroker, Settings, Target, TargetError};
+use crate::broker::redis::{Passwords, RedisBroker, Settings, Target, TargetError};
 use crate::broker::{Broker, History};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -88,6 +88,10 @@ impl Node {
                 config.redis_master_name.as_deref(),
                 &config.redis_cluster,
                 config.redis_ca_file.as_deref(),
+                Passwords {
+                    redis: config.redis_password.as_deref(),
+                    sentinel: config.redis_sentinel_password.as_deref(),
+                },
             )?;
             let settings = Settings {
                 history_size: config.history_size,

@@ -1,11 +1,14 @@
 //! Redis with a password (`requirepass`): the password comes from the URL
-//! (`redis://:pass@host`), also for the master found through Sentinel.
+//! (`redis://:pass@host`), also for the master found through Sentinel, or
+//! from `--redis-password` (and `--redis-sentinel-password`) in every mode:
+//! one Redis, Sentinel with passwords on the data nodes and the Sentinels,
+//! and a Redis Cluster.
 
 use std::time::Duration;
 
 use crate::common::{client, ws_subscribed, TestServer};
 use crate::nodes::{failed_publish, node, try_publish, wait_ready, ws_messages};
-use crate::procs::{cli, until, Redis, SentinelSet};
+use crate::procs::{cli, until, Cluster, Redis, SentinelSet};
 
 const PASS: &str = "s3cret";
 
@@ -129,4 +132,113 @@ async fn sentinel_with_password_on_the_data_nodes() {
     .await;
     wait_ready(&a, true).await;
     assert_pubsub_across(&a, &b, "spw3").await;
+}
+
+/// A publish that must fail because of the password: 503 broker_unavailable
+/// with Redis' reason in the message, and /readyz 503.
+async fn refused_for(args: &[&str], want: &str) {
+    let s = crate::common::start(args).await;
+    let (status, code, message) = failed_publish(&s, "pw").await;
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "broker_unavailable"),
+        "{args:?}"
+    );
+    assert!(message.contains(want), "{args:?}: {message}");
+    wait_ready(&s, false).await;
+}
+
+#[tokio::test]
+async fn password_setting_on_one_redis() {
+    let redis = Redis::start_with_password(&[], Some(PASS)).await;
+    let url = redis.url();
+    let args = ["--redis-url", &url, "--redis-password", PASS];
+    let a = node(&args).await;
+    let b = node(&args).await;
+    assert_pubsub_across(&a, &b, "pwset").await;
+
+    // The setting wins over a (stale) password in the URL.
+    let stale = format!("redis://:old@127.0.0.1:{}", redis.port);
+    let c = node(&["--redis-url", &stale, "--redis-password", PASS]).await;
+    assert_pubsub_across(&a, &c, "pwset2").await;
+
+    refused_for(
+        &["--redis-url", &url, "--redis-password", "wrong"],
+        "AuthenticationFailed",
+    )
+    .await;
+    refused_for(&["--redis-url", &url], "NOAUTH").await;
+}
+
+/// Sentinels and data nodes all with `requirepass`: one `--redis-password`
+/// authenticates to both; `--redis-sentinel-password` is used for the
+/// Sentinels only.
+#[tokio::test]
+async fn password_setting_on_sentinels_and_data_nodes() {
+    let set = SentinelSet::start_with_password(Some(PASS)).await;
+    let addrs = set.sentinel_addrs();
+    let base = [
+        "--redis-sentinel",
+        &addrs,
+        "--redis-master-name",
+        "mymaster",
+    ];
+    let with = |extra: &[&'static str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let a = node(&with(&["--redis-password", PASS])).await;
+    let b = node(&with(&[
+        "--redis-password",
+        PASS,
+        "--redis-sentinel-password",
+        PASS,
+    ]))
+    .await;
+    assert_pubsub_across(&a, &b, "sentpw").await;
+
+    // No password: the Sentinels refuse to name the master.
+    refused_for(&with(&[]), "NOAUTH").await;
+    // A wrong Sentinel password with the right data password.
+    refused_for(
+        &with(&[
+            "--redis-password",
+            PASS,
+            "--redis-sentinel-password",
+            "wrong",
+        ]),
+        "AuthenticationFailed",
+    )
+    .await;
+    // The right Sentinel password and a wrong data password: the master refuses.
+    refused_for(
+        &with(&[
+            "--redis-password",
+            "wrong",
+            "--redis-sentinel-password",
+            PASS,
+        ]),
+        "AuthenticationFailed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn password_setting_on_a_cluster() {
+    let cluster = Cluster::start_with_password(Some(PASS)).await;
+    let addrs = cluster.addrs();
+    let args = ["--redis-cluster", &addrs, "--redis-password", PASS];
+    let a = node(&args).await;
+    let b = node(&args).await;
+    // Channels on several shards.
+    for ch in ["cpw1", "cpw2", "cpw3", "cpw4"] {
+        assert_pubsub_across(&a, &b, ch).await;
+    }
+    refused_for(
+        &["--redis-cluster", &addrs, "--redis-password", "wrong"],
+        "AuthenticationFailed",
+    )
+    .await;
+    refused_for(&["--redis-cluster", &addrs], "NOAUTH").await;
 }

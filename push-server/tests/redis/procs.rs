@@ -35,13 +35,17 @@ fn scratch_dir() -> PathBuf {
 
 /// Runs `redis-cli -p port args…` and returns its output.
 pub async fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .await
-        .expect("redis-cli runs");
+    cli_auth(port, None, args).await
+}
+
+/// [`cli`] with a password (in `REDISCLI_AUTH`, never on the command line).
+pub async fn cli_auth(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("-p").arg(port.to_string()).args(args);
+    if let Some(p) = password {
+        cmd.env("REDISCLI_AUTH", p);
+    }
+    let out = cmd.output().await.expect("redis-cli runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -68,17 +72,30 @@ pub struct Redis {
     args: Vec<String>,
     child: Option<Child>,
     sentinel: bool,
+    /// `requirepass` of this process, if any.
+    pub password: Option<String>,
 }
 
 impl Redis {
     /// Starts redis-server with `extra` arguments and waits for PONG.
     pub async fn start(extra: &[&str]) -> Redis {
+        Redis::start_with_password(extra, None).await
+    }
+
+    /// Starts redis-server with `requirepass` and `masterauth` set to
+    /// `password` (when given) and `extra` arguments.
+    pub async fn start_with_password(extra: &[&str], password: Option<&str>) -> Redis {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(p) = password {
+            args.extend(["--requirepass", p, "--masterauth", p].map(String::from));
+        }
         let mut r = Redis {
             port: free_port(),
             dir: scratch_dir(),
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args,
             child: None,
             sentinel: false,
+            password: password.map(String::from),
         };
         r.spawn().await;
         r
@@ -86,20 +103,32 @@ impl Redis {
 
     /// Starts a Sentinel watching `master_port` as `mymaster`.
     pub async fn sentinel(master_port: u16) -> Redis {
+        Redis::sentinel_with_password(master_port, None).await
+    }
+
+    /// A Sentinel with `requirepass` and `sentinel auth-pass` for the data
+    /// nodes set to `password`.
+    pub async fn sentinel_with_password(master_port: u16, password: Option<&str>) -> Redis {
         let mut r = Redis {
             port: free_port(),
             dir: scratch_dir(),
             args: Vec::new(),
             child: None,
             sentinel: true,
+            password: password.map(String::from),
         };
-        let conf = format!(
+        let mut conf = format!(
             "port {}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds mymaster 3000\nsentinel failover-timeout mymaster 10000\n\
              sentinel parallel-syncs mymaster 1\n",
             r.port,
             r.dir.display()
         );
+        if let Some(p) = password {
+            conf.push_str(&format!(
+                "requirepass {p}\nsentinel auth-pass mymaster {p}\n"
+            ));
+        }
         std::fs::write(r.dir.join("sentinel.conf"), conf).expect("sentinel.conf");
         r.spawn().await;
         r
@@ -127,8 +156,10 @@ impl Redis {
             .expect("redis-server runs (make test-redis installs it)");
         self.child = Some(child);
         let port = self.port;
-        until("redis answers PING", WAIT, || async move {
-            cli(port, &["PING"]).await == "PONG"
+        let password = self.password.clone();
+        until("redis answers PING", WAIT, || {
+            let password = password.clone();
+            async move { cli_auth(port, password.as_deref(), &["PING"]).await == "PONG" }
         })
         .await;
     }
@@ -181,26 +212,33 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     pub async fn start() -> SentinelSet {
-        let master = Redis::start(&[]).await;
+        SentinelSet::start_with_password(None).await
+    }
+
+    /// Every data node and Sentinel with `requirepass` (`password`), the
+    /// data nodes also with `masterauth`, the Sentinels with `auth-pass`.
+    pub async fn start_with_password(password: Option<&str>) -> SentinelSet {
+        let master = Redis::start_with_password(&[], password).await;
         let mport = master.port.to_string();
-        let replica = Redis::start(&["--replicaof", "127.0.0.1", &mport]).await;
+        let replica =
+            Redis::start_with_password(&["--replicaof", "127.0.0.1", &mport], password).await;
         let rport = replica.port;
         until("replica in sync", WAIT, || async move {
-            cli(rport, &["INFO", "replication"])
+            cli_auth(rport, password, &["INFO", "replication"])
                 .await
                 .contains("master_link_status:up")
         })
         .await;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(Redis::sentinel(master.port).await);
+            sentinels.push(Redis::sentinel_with_password(master.port, password).await);
         }
         // Every Sentinel must know the replica and the others before a
         // failover can be agreed.
         for s in &sentinels {
             let port = s.port;
             until("sentinel sees replica and peers", WAIT, || async move {
-                let info = cli(port, &["SENTINEL", "MASTER", "mymaster"]).await;
+                let info = cli_auth(port, password, &["SENTINEL", "MASTER", "mymaster"]).await;
                 let field = |name: &str| {
                     let lines: Vec<&str> = info.lines().collect();
                     lines
@@ -237,11 +275,13 @@ impl SentinelSet {
     /// satisfies `named`.
     pub async fn await_master(&self, what: &str, within: Duration, named: impl Fn(&str) -> bool) {
         let sentinel = self.sentinels[0].port;
+        let password = self.sentinels[0].password.as_deref();
         let named = &named;
         until(what, within, || async move {
             named(
-                &cli(
+                &cli_auth(
                     sentinel,
+                    password,
                     &["SENTINEL", "get-master-addr-by-name", "mymaster"],
                 )
                 .await,
@@ -266,29 +306,39 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Cluster::start_with_password(None).await
+    }
+
+    /// Every node with `requirepass` and `masterauth` (`password`).
+    pub async fn start_with_password(password: Option<&str>) -> Cluster {
         let mut nodes = Vec::new();
         for _ in 0..3 {
             nodes.push(
-                Redis::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
+                Redis::start_with_password(
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                    password,
+                )
                 .await,
             );
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .await
-            .expect("redis-cli --cluster create");
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create").args(&addrs).args([
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]);
+        if let Some(p) = password {
+            create.env("REDISCLI_AUTH", p);
+        }
+        let out = create.output().await.expect("redis-cli --cluster create");
         assert!(
             out.status.success(),
             "cluster create: {}",
@@ -297,7 +347,7 @@ impl Cluster {
         for n in &nodes {
             let port = n.port;
             until("cluster state ok", WAIT, || async move {
-                cli(port, &["CLUSTER", "INFO"])
+                cli_auth(port, password, &["CLUSTER", "INFO"])
                     .await
                     .contains("cluster_state:ok")
             })

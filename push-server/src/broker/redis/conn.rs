@@ -74,9 +74,34 @@ pub fn parse_addr(addr: &str) -> Result<ConnectionInfo, TargetError> {
     url.as_str()
         .into_connection_info()
         .map_err(|source| TargetError::Address {
-            addr: addr.to_string(),
+            addr: redact(addr),
             source,
         })
+}
+
+/// `redis://user:pw@host` → `redis://***@host`: a refused URL is printed at
+/// start, its password must not be.
+fn redact(addr: &str) -> String {
+    match (addr.find("://"), addr.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &addr[..scheme + 3], &addr[at..])
+        }
+        _ => addr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refused_urls_hide_their_password() {
+        let err = super::parse_addr("redis://:s3cret@host:notaport").err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("redis://***@host") && !text.contains("s3cret"),
+            "{text}"
+        );
+        assert_eq!(super::redact("127.0.0.1:6379"), "127.0.0.1:6379");
+    }
 }
 
 /// Reads `--redis-ca-file` and checks that it holds certificates.
@@ -123,6 +148,27 @@ fn with_ca(
         })
 }
 
+/// `redis_password` / `redis_sentinel_password` (docs/operations.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Passwords<'a> {
+    /// AUTH for the master, replicas and Cluster nodes.
+    pub redis: Option<&'a str>,
+    /// AUTH for the Sentinels; `None`: the same as `redis`.
+    pub sentinel: Option<&'a str>,
+}
+
+/// Sets the AUTH password of `info` when one is given: a password setting
+/// wins over one in the URL (`redis://:pw@…`), which is kept otherwise.
+fn with_password(info: ConnectionInfo, password: Option<&str>) -> ConnectionInfo {
+    match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    }
+}
+
 impl Target {
     /// Builds the target from the settings (one of them is set). `ca_file`
     /// (PEM) replaces the system roots for every `rediss://` address.
@@ -132,23 +178,31 @@ impl Target {
         master_name: Option<&str>,
         cluster: &[String],
         ca_file: Option<&std::path::Path>,
+        passwords: Passwords<'_>,
     ) -> Result<Target, TargetError> {
         let ca = ca_file.map(read_ca).transpose()?;
         let parse = |addr: &str| with_ca(parse_addr(addr)?, ca.as_deref(), ca_file);
         if !cluster.is_empty() {
             let nodes = cluster
                 .iter()
-                .map(|a| parse_addr(a))
-                .collect::<Result<_, _>>()?;
+                .map(|a| Ok(with_password(parse_addr(a)?, passwords.redis)))
+                .collect::<Result<_, TargetError>>()?;
             return Ok(Target::Cluster(nodes, ca));
         }
         if !sentinel.is_empty() {
             let master = master_name.ok_or(TargetError::NoMasterName)?.to_string();
+            let sentinel_password = passwords.sentinel.or(passwords.redis);
             let sentinels = sentinel
                 .iter()
-                .map(|a| parse(a))
-                .collect::<Result<_, _>>()?;
-            let template = url.map(parse).transpose()?;
+                .map(|a| Ok(with_password(parse(a)?, sentinel_password)))
+                .collect::<Result<_, TargetError>>()?;
+            // The master Sentinel names gets the URL's TLS settings and the
+            // password (the setting's, else the URL's).
+            let template = match (url.map(parse).transpose()?, passwords.redis) {
+                (Some(t), p) => Some(with_password(t, p)),
+                (None, Some(p)) => Some(with_password(parse_addr("127.0.0.1:6379")?, Some(p))),
+                (None, None) => None,
+            };
             return Ok(Target::Sentinel {
                 sentinels,
                 master,
@@ -156,7 +210,7 @@ impl Target {
             });
         }
         let url = url.unwrap_or("redis://127.0.0.1:6379");
-        Ok(Target::Single(parse(url)?))
+        Ok(Target::Single(with_password(parse(url)?, passwords.redis)))
     }
 
     pub fn is_cluster(&self) -> bool {

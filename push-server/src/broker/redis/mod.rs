@@ -28,7 +28,7 @@ use redis::{Script, Value};
 use super::{Broker, BrokerError, History, Presence, Sink};
 use crate::protocol::message::{Channel, Message, MessageId};
 use conn::{unavailable, Commands, Conn};
-pub use conn::{Target, TargetError};
+pub use conn::{Passwords, Target, TargetError};
 
 /// Redis settings beyond where it is.
 #[derive(Debug, Clone)]
@@ -294,25 +294,32 @@ impl RedisBroker {
 async fn health(shared: Arc<Shared>, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_reason: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ok = shared
+        let result = shared
             .commands
             .run(|mut c: Conn| {
                 async move { redis::cmd("PING").query_async::<()>(&mut c).await }.boxed()
             })
-            .await
-            .is_ok();
+            .await;
+        let ok = result.is_ok();
         let was = shared.commands_up.swap(ok, Ordering::Relaxed);
-        if was != ok {
-            if ok {
-                tracing::info!("redis reachable");
-            } else {
-                tracing::warn!("redis unreachable");
+        match result {
+            Ok(()) if !was => tracing::info!("redis reachable"),
+            // The reason (refused, timed out, NOAUTH, WRONGPASS…) once per
+            // change of reason, not every half second.
+            Err(e) if was || last_reason.as_ref() != Some(&e.to_string()) => {
+                tracing::warn!(reason = %e, "redis unreachable");
+                last_reason = Some(e.to_string());
             }
+            _ => {}
+        }
+        if ok {
+            last_reason = None;
         }
     }
 }
