@@ -379,3 +379,162 @@ async fn automatic_monitoring_is_kept_while_discovery_has_no_answer() {
     );
     expect_no_more(handle).await;
 }
+
+/// Healthy Redis, for the full reconcile below.
+struct HealthyRedis;
+
+impl push_operator::controller::RedisOps for HealthyRedis {
+    fn observe(
+        &self,
+        _ep: push_operator::redis_probe::Endpoints,
+    ) -> push_operator::controller::BoxFut<push_operator::topology::Observation> {
+        use push_operator::topology::{Observation, PodState, Role, Running};
+        let up = |role| {
+            PodState::Up(Running {
+                role,
+                offset: 100,
+                keys: 1,
+            })
+        };
+        let obs = Observation {
+            pods: vec![
+                up(Role::Master),
+                up(Role::Replica {
+                    master: Some(0),
+                    link_up: true,
+                }),
+                up(Role::Replica {
+                    master: Some(0),
+                    link_up: true,
+                }),
+            ],
+            sentinel_master: Some(0),
+        };
+        Box::pin(async move { obs })
+    }
+    fn execute(
+        &self,
+        _ep: push_operator::redis_probe::Endpoints,
+        _action: push_operator::topology::Action,
+    ) -> push_operator::controller::BoxFut<push_operator::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// One recorded request: method, path, query, JSON body.
+type Recorded = (String, String, String, Value);
+
+/// Answers every request of a whole reconcile (whatever the core objects
+/// are): applies are echoed as stored and ready, except Prometheus Operator
+/// kinds (404: CRDs not installed); the PushCluster status patch is echoed.
+async fn answer_all(mut handle: ApiHandle) -> Vec<Recorded> {
+    let mut seen = Vec::new();
+    while let Ok(Some((req, send))) =
+        tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await
+    {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let bytes = req.into_body().collect().await.expect("body").to_bytes();
+        let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        seen.push((method.clone(), path.clone(), query, body.clone()));
+        match method.as_str() {
+            "PATCH" if path.starts_with("/apis/monitoring.coreos.com/") => {
+                respond(send, StatusCode::NOT_FOUND, &not_found())
+            }
+            "PATCH" if path.ends_with("/status") => {
+                let mut pc = serde_json::to_value(self::pc(json!({}), &[])).expect("pc");
+                pc["status"] = body["status"].clone();
+                respond(send, StatusCode::OK, &pc)
+            }
+            "PATCH" => {
+                let r = body["spec"]["replicas"].as_i64().unwrap_or(3);
+                if matches!(body["kind"].as_str(), Some("StatefulSet" | "Deployment")) {
+                    body["status"] = json!({ "replicas": r, "readyReplicas": r });
+                }
+                respond(send, StatusCode::OK, &body)
+            }
+            "POST" => respond(send, StatusCode::CREATED, &body),
+            "DELETE" => respond(
+                send,
+                StatusCode::OK,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ),
+            _ => respond(send, StatusCode::NOT_FOUND, &not_found()),
+        }
+    }
+    seen
+}
+
+async fn full_reconcile(pc: PushCluster) -> Vec<Recorded> {
+    let (client, handle) = client();
+    let ctx = std::sync::Arc::new(push_operator::controller::Context::new(
+        client,
+        Settings::default(),
+        push_operator::metrics::Metrics::default(),
+        std::sync::Arc::new(HealthyRedis),
+    ));
+    ctx.monitoring_api.set(MonitoringCrds::default());
+    let server = tokio::spawn(answer_all(handle));
+    push_operator::controller::reconcile(std::sync::Arc::new(pc), ctx)
+        .await
+        .expect("a missing Prometheus Operator does not fail the reconcile");
+    server.await.expect("responder")
+}
+
+#[tokio::test]
+async fn the_controller_applies_records_and_reports_optional_objects() {
+    let spec = json!({
+        "auth": { "insecure": true },
+        "redis": { "auth": { "insecure": true } },
+        "expose": { "ingress": { "enabled": true, "hosts": ["push.example.com"] } },
+        "monitoring": { "podMonitor": { "enabled": true } },
+    });
+    let seen = full_reconcile(pc(spec.clone(), &[])).await;
+    let ingress = seen
+        .iter()
+        .find(|(m, p, _, _)| m == "PATCH" && p == INGRESS)
+        .expect("the Ingress is applied");
+    assert!(ingress.2.contains("fieldManager=push-operator") && ingress.2.contains("force=true"));
+    assert_eq!(ingress.3["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert!(seen
+        .iter()
+        .any(|(m, p, _, _)| m == "PATCH" && p == POD_MONITOR));
+    let status = seen
+        .iter()
+        .rev()
+        .find(|(m, p, _, _)| m == "PATCH" && p.ends_with("/pushclusters/demo/status"))
+        .map(|r| r.3["status"].clone())
+        .expect("a status patch");
+    assert_eq!(status["optionalObjects"], json!(["Ingress/demo-push"]));
+    let cond = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .cloned()
+            .unwrap_or_else(|| panic!("condition {t} in {status}"))
+    };
+    assert_eq!(cond("ExposeReady")["status"], "True");
+    assert_eq!(cond("MonitoringReady")["status"], "False");
+    assert_eq!(
+        cond("MonitoringReady")["reason"],
+        "PrometheusOperatorMissing"
+    );
+    let warnings = |seen: &[Recorded]| {
+        seen.iter()
+            .filter(|(m, p, _, b)| {
+                m == "POST" && p.ends_with("/events") && b["reason"] == "PrometheusOperatorMissing"
+            })
+            .inspect(|(_, _, _, b)| assert_eq!(b["type"], "Warning"))
+            .count()
+    };
+    assert_eq!(warnings(&seen), 1, "one Warning Event");
+
+    // Next reconcile, same situation: the Ingress is applied again, no
+    // second Event.
+    let mut again = pc(spec, &[]);
+    again.status = Some(serde_json::from_value(status).expect("status round-trips"));
+    let seen = full_reconcile(again).await;
+    assert!(seen.iter().any(|(m, p, _, _)| m == "PATCH" && p == INGRESS));
+    assert_eq!(warnings(&seen), 0);
+}
