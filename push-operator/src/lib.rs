@@ -13,7 +13,12 @@
 //! `objects::redis` builds Redis (StatefulSet, Sentinel, Services, PDBs, or a
 //! Redis Cluster plus its creation Job) and `objects::server` builds the
 //! push-server config, Deployment, Service, PDB and HPA. Pure functions, used
-//! by `render` and by the controller alike.
+//! by `render` and by the controller alike. `objects::template` merges the
+//! user's `template` overrides into what they built; `objects::expose` and
+//! `objects::monitoring` build the Ingress, HTTPRoute, PodMonitor and
+//! PrometheusRule, which `objects::optional` applies, tracks in
+//! `status.optionalObjects` and deletes when no longer wanted (their APIs
+//! may not be served).
 //!
 //! `topology` is the one side-effect-free decision of which Redis pod is
 //! master and what each replica follows; its module doc lists the
