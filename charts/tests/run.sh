@@ -16,7 +16,10 @@
 #  5. the chart CRD equal to `push-operator crd` and to crds/pushcluster.yaml,
 #     the prometheus-adapter rule identical in both charts;
 #  6. the Redis boot script of the push chart (redis_boot_test.sh);
-#  7. the PrometheusRule through `promtool check rules` and `promtool test
+#  7. HTTPRoute, ServiceMonitor and PrometheusRule validated strictly
+#     against their real CRDs (crd_validate.py; Gateway API and Prometheus
+#     Operator modules at the versions of e2e/versions.env);
+#  8. the PrometheusRule through `promtool check rules` and `promtool test
 #     rules` (prometheus-rules-test.yaml), the dashboard JSON, and every
 #     metric they query exported by the real push-server (monitoring_check.py).
 # Usage: run.sh HELM VENV PUSH_OPERATOR_BIN PUSH_SERVER_BIN [PSA_CHECK]
@@ -26,6 +29,17 @@ helm=$1 venv=$2 operator_bin=$3 server_bin=$4
 charts=$(cd "$(dirname "$0")/.." && pwd)
 root=$(dirname "$charts")
 psa=${5:-$(bash "$root/e2e/build/psa-check.sh")}
+# The real CRDs of the kinds Kubernetes has no schema for, from the Go
+# modules (and versions) the e2e cluster installs them from.
+# shellcheck source=../../e2e/versions.env
+. "$root/e2e/versions.env"
+module_dir() { (cd "$root/e2e/build/pause" && go mod download -json "$1") | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
+gw_dir=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+po_dir=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+crds=("$gw_dir/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml")
+for kind in podmonitors servicemonitors prometheusrules; do
+  crds+=("$po_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml")
+done
 k8s_version=1.33.0
 tmp=$(mktemp -d)
 server_pid=
@@ -124,6 +138,13 @@ for chart in push-operator push; do
       cat "$tmp/kv.log"; bad "kubernetes-validate --strict $label"
     else
       pass "kubernetes-validate --strict ($k8s_version): $(grep -c '^kind:' "$out") objects of $label"
+    fi
+    if grep -qE '^kind: (HTTPRoute|ServiceMonitor|PodMonitor|PrometheusRule)$' "$out"; then
+      if "$venv/bin/python" "$charts/tests/crd_validate.py" "$out" "${crds[@]}" >"$tmp/crd.log"; then
+        pass "$(sed 's/^ok *//' "$tmp/crd.log") (Gateway API $GATEWAY_API_VERSION, Prometheus Operator $PROMETHEUS_OPERATOR_VERSION): $label"
+      else
+        cat "$tmp/crd.log"; bad "objects of $label invalid against their CRDs"
+      fi
     fi
     if "$psa" "$out" >"$tmp/psa.log" 2>&1; then
       pass "Pod Security restricted (latest, psa-check): every pod of $label"
