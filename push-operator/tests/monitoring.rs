@@ -256,3 +256,27 @@ async fn discovery_reads_which_prometheus_operator_kinds_are_served() {
         "no CRDs: nothing served, and no error"
     );
 }
+
+#[test]
+fn connection_alert_uses_push_servers_own_default_cap() {
+    let pc = pc("  {}");
+    let cap: i64 = push_config::MAX_CONNECTIONS
+        .default
+        .expect("push-server has a default max_connections")
+        .parse()
+        .expect("a number");
+    let alert = monitoring::alerts(&pc, &names(&pc))
+        .into_iter()
+        .find(|a| a.name == "PushConnectionsNearLimit")
+        .expect("alert");
+    assert!(
+        alert.expr.ends_with(&format!("> {}", cap * 9 / 10)),
+        "{}",
+        alert.expr
+    );
+    assert!(
+        alert.description.contains(&format!("({cap})")),
+        "{}",
+        alert.description
+    );
+}

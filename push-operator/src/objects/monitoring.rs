@@ -26,10 +26,16 @@ pub const API_VERSION: &str = "monitoring.coreos.com/v1";
 pub const REDISCOVER: Duration = Duration::from_secs(300);
 /// Port name the push-server pods serve `/metrics` on (docs/kubernetes.md).
 pub const METRICS_PORT_NAME: &str = "metrics";
-/// push-server's default `max_connections` (push-server/src/config.rs,
-/// push-config `MAX_CONNECTIONS`), for the near-the-limit alert when
-/// `spec.server.maxConnections` is unset.
-pub const DEFAULT_MAX_CONNECTIONS: i64 = 100_000;
+/// push-server's default `max_connections` (push-config `MAX_CONNECTIONS`),
+/// for the near-the-limit alert when `spec.server.maxConnections` is unset.
+pub fn default_max_connections() -> i64 {
+    push_config::MAX_CONNECTIONS
+        .default
+        .and_then(|d| d.parse().ok())
+        // push-config's default is a number; this only keeps the alert
+        // meaningful if it ever stopped being one.
+        .unwrap_or(100_000)
+}
 /// Share of `max_connections` at which the near-the-limit alert fires.
 pub const CONNECTIONS_ALERT_PERCENT: i64 = 90;
 
@@ -162,7 +168,7 @@ pub fn alerts(pc: &PushCluster, names: &Names) -> Vec<Alert> {
         .spec
         .server
         .max_connections
-        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        .unwrap_or_else(default_max_connections);
     let threshold = max * CONNECTIONS_ALERT_PERCENT / 100;
     let cluster = format!("{}/{}", names.namespace, names.instance);
     vec![
