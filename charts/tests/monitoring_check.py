@@ -1,6 +1,6 @@
 """Checks the push chart's monitoring objects against the real server.
 
-Usage: monitoring_check.py RENDERED.yaml DASHBOARD.json METRICS.txt OUTDIR
+Usage: monitoring_check.py RENDERED.yaml DASHBOARD.json METRICS.txt OUTDIR MAX_CONNECTIONS
 
 RENDERED is `helm template` with the Prometheus Operator's API and the
 dashboard on; METRICS.txt a scrape of the metrics port of a real
@@ -11,7 +11,9 @@ push-server. Writes the PrometheusRule's groups to OUTDIR/rules.yaml (for
   a panel has no query;
 - the dashboard ConfigMap differs from files/grafana-dashboard.json or lacks
   the grafana_dashboard: "1" label;
-- an alert or dashboard query names a metric the server does not export.
+- an alert or dashboard query names a metric the server does not export;
+- PushConnectionsNearLimit of the default values is not 90 % of
+  push-server's own default max_connections (MAX_CONNECTIONS, from --help).
 """
 import json
 import os
@@ -26,7 +28,7 @@ def fail(msg):
     sys.exit(1)
 
 
-rendered, dashboard_path, metrics_path, outdir = sys.argv[1:5]
+rendered, dashboard_path, metrics_path, outdir, server_max = sys.argv[1:6]
 with open(rendered) as f:
     docs = [d for d in yaml.safe_load_all(f) if d]
 with open(metrics_path) as f:
@@ -42,6 +44,10 @@ os.makedirs(outdir, exist_ok=True)
 with open(os.path.join(outdir, "rules.yaml"), "w") as f:
     yaml.safe_dump({"groups": groups}, f, sort_keys=False)
 alerts = {r["alert"]: r["expr"] for g in groups for r in g["rules"]}
+near = re.search(r"\) > ([0-9]+)$", alerts.get("PushConnectionsNearLimit", ""))
+if not near or int(near.group(1)) != int(server_max) * 90 // 100:
+    fail(f"PushConnectionsNearLimit {alerts.get('PushConnectionsNearLimit')!r} is not 90% of "
+         f"push-server's default max_connections {server_max}")
 for want in ("PushBrokerDown", "PushSlowConsumerDisconnects", "PushConnectionsNearLimit", "PushMetricsAbsent"):
     if want not in alerts:
         fail(f"PrometheusRule lacks {want}")

@@ -223,7 +223,8 @@ mkdir -p "$mon"
 if "$helm" template push-test "$charts/push" -n realtime --api-versions monitoring.coreos.com/v1 \
      --set metrics.grafanaDashboard.enabled=true >"$mon/rendered.yaml" 2>"$mon/tpl.log" &&
    "$venv/bin/python" "$charts/tests/monitoring_check.py" "$mon/rendered.yaml" \
-     "$charts/push/files/grafana-dashboard.json" "$tmp/metrics-defaults.txt" "$mon" >"$mon/check.log"; then
+     "$charts/push/files/grafana-dashboard.json" "$tmp/metrics-defaults.txt" "$mon" \
+     "$("$server_bin" --help | grep -A3 -- '--max-connections ' | sed -n 's/.*\[default: \([0-9]*\)\].*/\1/p')" >"$mon/check.log"; then
   pass "$(sed 's/^ok *//' "$mon/check.log")"
   cp "$charts/tests/prometheus-rules-test.yaml" "$mon/"
   if promtool check rules "$mon/rules.yaml" >"$mon/promtool.log" 2>&1; then
