@@ -28,15 +28,8 @@ operator-redis:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server redis-sentinel; \
 	fi
 
-# tests/sentinel.rs failed 2 of 4 clean runs on this VM in one session: the
-# Sentinels never failed over within 120 s (16 s when it passes; it passed at
-# once when rerun alone). Suspected: Sentinel's TILT mode on this VM's clock.
-# Until that is found, one rerun of the operator tests; a real regression
-# fails both runs.
 test-operator: operator-venv operator-redis build-all
-	$(CARGO) $(call TEST,push-operator) || { \
-		echo "push-operator tests failed; running them once more (see mk/operator.mk)"; \
-		$(CARGO) $(call TEST,push-operator); }
+	$(CARGO) $(call TEST,push-operator)
 	push-operator/scripts/validate-schemas.sh "$(OPERATOR_BIN)" "$(OPERATOR_VENV)"
 
 operator-crd:

@@ -281,6 +281,7 @@ async fn failover_and_empty_restart_against_real_sentinel_with_auth() {
     // messages through the monitored pods). Killing the master before that
     // leaves Sentinels that never fail over: wait for it, as an operator
     // would before calling the group healthy.
+    let waited = Instant::now();
     for s in &ep.sentinels {
         eventually("Sentinel knows both replicas and both peers", || async {
             let replicas = sentinel_count(&ep, s, "replicas").await?;
@@ -289,6 +290,10 @@ async fn failover_and_empty_restart_against_real_sentinel_with_auth() {
         })
         .await;
     }
+    eprintln!(
+        "Sentinels knew the replicas and their peers {:?} after the data was replicated",
+        waited.elapsed()
+    );
     let plan = eventually("Sentinels agree on pod 0", || async {
         let obs = redis_probe::observe(&ep, None).await;
         (obs.sentinel_master == Some(0)).then(|| topology::decide(&obs))
