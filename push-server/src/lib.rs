@@ -31,8 +31,10 @@
 //!   and the pre-encoded `Message` shared by every subscriber, SSE cursors,
 //!   client frames parsed into a `ClientCommand`, server frames, and the one
 //!   error vocabulary (`ErrorCode`, `Error`, `Disconnect`).
-//! - [`config`] and `metrics`: every setting; Prometheus metrics. Used by
-//!   every layer, they use none.
+//! - [`config`] and `metrics`: every setting (names, duration grammar and
+//!   start-up checks from the `push-config` crate, shared with the
+//!   operator); Prometheus metrics, with `push_build_info` and the
+//!   `process_*` collector. Used by every layer, they use none.
 //! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`,
 //!   which call `protocol` and `config`.
 //!

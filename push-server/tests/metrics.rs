@@ -1,6 +1,8 @@
 //! `/metrics` of a real push-server process: the separate metrics port
 //! (`--metrics-listen`), `push_build_info` and the `process_*` metrics,
-//! whose open-fd count follows the connections the server holds.
+//! whose open-fd count follows the connections the server holds; and the
+//! start-up refusals of the new settings, given as a Kubernetes pod gives
+//! them (environment variables).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,4 +202,58 @@ async fn metrics_listen_equal_to_listen_is_refused() {
         err.contains("invalid setting metrics_listen: must differ from listen"),
         "{err}"
     );
+}
+
+/// `PUSH_REQUIRE_AUTH=true` without any key stops the start and names what
+/// is missing; with a key from the environment the server serves.
+#[tokio::test]
+async fn require_auth_from_the_environment() {
+    let port = free_port();
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PUSH_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("PUSH_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let out = run(&[("PUSH_REQUIRE_AUTH", "true")])
+        .output()
+        .expect("run push-server");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "require_auth",
+        "PUSH_JWT_SECRET",
+        "PUSH_JWT_PUBLIC_KEY",
+        "PUSH_PUBLISH_KEY",
+    ] {
+        assert!(err.contains(name), "{name} not in: {err}");
+    }
+
+    let _server = Server(
+        run(&[("PUSH_REQUIRE_AUTH", "true"), ("PUSH_PUBLISH_KEY", "k1")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start push-server"),
+    );
+    assert_eq!(until_get(port, "/healthz").await.0, 200);
+    // Publishing now needs the key.
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /api/v1/channels/a/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
 }
