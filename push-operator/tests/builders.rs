@@ -458,6 +458,7 @@ fn every_pod_is_restricted_and_has_requests() {
         let pods = pod_specs(&objs);
         assert!(pods.len() >= 3, "{spec}");
         for (id, pod) in pods {
+            assert_eq!(pod.automount_service_account_token, Some(false), "{id}");
             let psc = pod.security_context.as_ref().expect("pod securityContext");
             assert_eq!(psc.run_as_non_root, Some(true), "{id}");
             let uid = psc.run_as_user.expect("fixed UID");

@@ -239,6 +239,8 @@ pub fn replication(
                 "metadata": { "labels": labels(names, REDIS_COMPONENT) },
                 "spec": {
                     "securityContext": pod_security(REDIS_UID),
+                    // Nothing in these pods talks to the Kubernetes API.
+                    "automountServiceAccountToken": false,
                     "affinity": spread(names, REDIS_COMPONENT),
                     "initContainers": [{
                         "name": "boot",
@@ -306,6 +308,8 @@ pub fn replication(
                 "metadata": { "labels": labels(names, SENTINEL_COMPONENT) },
                 "spec": {
                     "securityContext": pod_security(REDIS_UID),
+                    // Nothing in these pods talks to the Kubernetes API.
+                    "automountServiceAccountToken": false,
                     "affinity": spread(names, SENTINEL_COMPONENT),
                     "initContainers": [{
                         "name": "boot",
@@ -433,6 +437,8 @@ pub fn cluster(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                 "metadata": { "labels": labels(names, REDIS_COMPONENT) },
                 "spec": {
                     "securityContext": pod_security(REDIS_UID),
+                    // Nothing in these pods talks to the Kubernetes API.
+                    "automountServiceAccountToken": false,
                     "affinity": spread(names, REDIS_COMPONENT),
                     "initContainers": init,
                     "containers": [{
@@ -477,6 +483,8 @@ pub fn cluster(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "securityContext": pod_security(REDIS_UID),
+                    // Nothing in these pods talks to the Kubernetes API.
+                    "automountServiceAccountToken": false,
                     "containers": [{
                         "name": "create-cluster",
                         "image": image,

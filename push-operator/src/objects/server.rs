@@ -130,6 +130,8 @@ pub fn objects(pc: &PushCluster, names: &Names) -> Result<Vec<Desired>> {
                 },
                 "spec": {
                     "securityContext": pod_security(SERVER_UID),
+                    // Nothing in these pods talks to the Kubernetes API.
+                    "automountServiceAccountToken": false,
                     "terminationGracePeriodSeconds": termination_grace_seconds(pc)?,
                     "affinity": { "podAntiAffinity": {
                         "preferredDuringSchedulingIgnoredDuringExecution": [{
