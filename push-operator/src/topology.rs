@@ -23,6 +23,9 @@
 //!    other pods hold data waits until Sentinel has failed over, then joins
 //!    as a replica. Starting it would make every replica resync from an
 //!    empty master and drop its data ("empty master resynced to replicas").
+//!    Likewise a pod that boots with data never replicates from a master
+//!    that runs with an empty dataset: it waits (the chart's
+//!    `redis-boot.sh` applies the same rule).
 //! 4. The master label follows the real master: Sentinel's choice when it is
 //!    up and acting as master, nobody while a failover is pending
 //!    ("stale master label", "no master after failover").
@@ -276,6 +279,12 @@ fn with_sentinel(pods: &[PodState], m: usize) -> Draft {
                 if *following != Some(m) && !link_up && master == Some(m) {
                     actions.push(Action::ReplicaOf { pod: i, master: m });
                 }
+            }
+            PodState::Booting { has_data: true } if matches!(&pods[m], PodState::Up(r) if r.keys == 0 && r.role == Role::Master) =>
+            {
+                targets[i] = Some(Target::Wait(
+                    "Sentinel's master is empty while this pod holds data; waiting",
+                ));
             }
             PodState::Booting { .. } | PodState::Down => targets[i] = Some(Target::Follow(m)),
         }
@@ -567,6 +576,17 @@ mod tests {
                 obs: obs(vec![Booting { has_data: true }, replica(0, 10, 500, false), replica(0, 10, 500, false)], Some(0)),
                 master: None,
                 targets: vec![Target::Master, Target::Follow(0), Target::Follow(0)],
+                actions: vec![],
+            },
+            Case {
+                story: "a pod restarts with data while Sentinel's master runs empty: it waits instead of resyncing from nothing",
+                obs: obs(vec![master(0, 0), Booting { has_data: true }, replica(0, 0, 0, true)], Some(0)),
+                master: Some(0),
+                targets: vec![
+                    Target::Master,
+                    Target::Wait("Sentinel's master is empty while this pod holds data; waiting"),
+                    Target::Follow(0),
+                ],
                 actions: vec![],
             },
             Case {
