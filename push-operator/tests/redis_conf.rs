@@ -18,9 +18,9 @@ impl Drop for Server {
     }
 }
 
-fn cli(port: u16, password: Option<&str>) -> String {
+fn cli(host: &str, port: u16, password: Option<&str>) -> String {
     let mut cmd = Command::new("redis-cli");
-    cmd.args(["-p", &port.to_string(), "ping"]);
+    cmd.args(["-h", host, "-p", &port.to_string(), "ping"]);
     cmd.env_remove("REDISCLI_AUTH");
     if let Some(p) = password {
         cmd.env("REDISCLI_AUTH", p);
@@ -66,13 +66,12 @@ fn cluster_node_requires_the_password_the_init_script_wrote() {
     );
     assert_eq!(mode & 0o077, 0, "auth.conf readable by the Redis user only");
 
-    let port = TcpListener::bind("127.0.0.1:0")
+    let port = TcpListener::bind("0.0.0.0:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let conf = cluster_conf(false)
         .replace("port 6379", &format!("port {port}"))
-        .replace("bind * -::*", "bind 127.0.0.1")
         .replace("/boot/auth.conf", &auth.display().to_string())
         .replace("/data", &data.display().to_string());
     assert!(!conf.contains("protected-mode no"));
@@ -88,15 +87,34 @@ fn cluster_node_requires_the_password_the_init_script_wrote() {
     );
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut without = cli(port, None);
+    let mut without = cli("127.0.0.1", port, None);
     while !without.contains("NOAUTH") {
         assert!(
             Instant::now() < deadline,
             "redis-server never answered: {without}"
         );
         std::thread::sleep(Duration::from_millis(100));
-        without = cli(port, None);
+        without = cli("127.0.0.1", port, None);
     }
-    assert!(cli(port, Some(password)).contains("PONG"));
-    assert!(cli(port, Some("wrong")).contains("WRONGPASS"));
+    assert!(cli("127.0.0.1", port, Some(password)).contains("PONG"));
+    assert!(cli("127.0.0.1", port, Some("wrong")).contains("WRONGPASS"));
+
+    // protected-mode stays yes: with a password set it does not refuse a
+    // client on a non-loopback address (what pods are to each other).
+    if let Some(ip) = non_loopback_ipv4() {
+        let remote = cli(&ip, port, Some(password));
+        assert!(remote.contains("PONG"), "from {ip}: {remote}");
+        assert!(cli(&ip, port, None).contains("NOAUTH"));
+    } else {
+        eprintln!("no non-loopback IPv4 address; remote check skipped");
+    }
+}
+
+/// This machine's first non-loopback IPv4 address (a UDP "connect" sends
+/// nothing; it only picks the source address).
+fn non_loopback_ipv4() -> Option<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
 }
