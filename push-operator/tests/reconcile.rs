@@ -732,3 +732,47 @@ fn a_secret_event_maps_to_the_pushclusters_that_name_it() {
     );
     assert!(controller::referenced_secrets(&open).is_empty());
 }
+
+/// A `redis.auth.secretRef` whose Secret lacks the key: RedisAuthSecretMissing,
+/// no push-server rollout, and the probes go without a password they do not have.
+#[tokio::test]
+async fn missing_redis_password_fails_closed() {
+    let redis = topology(0, None);
+    let (ctx, mut handle) = context(redis.clone());
+    let spec = json!({ "auth": { "insecure": true },
+                       "redis": { "auth": { "secretRef": { "name": "my-redis", "key": "pw" } } } });
+    let pc = Arc::new(pushcluster(spec));
+    let server = tokio::spawn(async move {
+        expect_secret_get(
+            &mut handle,
+            "my-redis",
+            Some(secret("my-redis", &[("password", "wrong-key")])),
+        )
+        .await;
+        for path in replication_apply_paths() {
+            if !path.ends_with("/deployments/demo-push") {
+                expect_apply(&mut handle, &path).await;
+            }
+        }
+        expect_apply(&mut handle, HPA).await;
+        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        let status = expect_status(&mut handle).await;
+        let ev = expect_event(&mut handle, "RedisAuthSecretMissing", "Warning").await;
+        expect_event(&mut handle, "RedisMaster", "Normal").await;
+        expect_no_more(handle).await;
+        (status, ev)
+    });
+    controller::reconcile(pc, ctx).await.expect("reconcile");
+    let (status, ev) = server.await.expect("scenario");
+    assert_eq!(
+        condition(&status, "Ready")["reason"],
+        "RedisAuthSecretMissing"
+    );
+    assert_eq!(condition(&status, "ServerReady")["status"], "False");
+    let note = ev["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("my-redis") && note.contains("\"pw\""),
+        "{note}"
+    );
+    assert_eq!(redis.passwords.lock().unwrap().clone(), vec![None]);
+}
