@@ -50,6 +50,11 @@ def test_service_account_may_do_only_what_the_chart_grants(operator):
     assert can("patch", "statefulsets.apps")
     assert can("watch", "pushclusters.push.dev")
     assert can("patch", "pushclusters.push.dev/status")
-    # Least privilege: no Secrets, no deleting what the garbage collector removes.
-    assert not can("get", "secrets")
+    # Secrets: read the ones a spec names, create the generated `<name>-auth`
+    # and `<name>-redis-auth` once; never change or delete one (issue 13).
+    assert can("get", "secrets") and can("create", "secrets")
+    assert not can("update", "secrets") and not can("patch", "secrets") and not can("delete", "secrets")
+    # Least privilege: no pod patch (the master Service selects by pod name),
+    # no deleting what the garbage collector removes.
+    assert not can("patch", "pods")
     assert not can("delete", "statefulsets.apps")

@@ -18,9 +18,11 @@ REPORT = []
 
 
 def master_pods(c):
-    return [p["metadata"]["name"] for p in kjson(
-        "-n", c["ns"], "get", "pods", "-l",
-        f"app.kubernetes.io/instance={c['name']},push.dev/redis-role=master")["items"]]
+    """The pod the master Service selects: the operator names it by the
+    StatefulSet's pod-name label in the selector (no pod labels, no pod patch)."""
+    sel = kjson("-n", c["ns"], "get", "service", f"{c['name']}-redis-master")["spec"].get("selector") or {}
+    name = sel.get("statefulset.kubernetes.io/pod-name")
+    return [name] if name else []
 
 
 def master_service_target(c):

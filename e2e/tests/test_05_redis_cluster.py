@@ -2,8 +2,12 @@
 sharded pub/sub delivers on channels of every shard (each channel's history
 key is checked on the master that owns its slot)."""
 
+import time
+
+import jwt
+
 from clients import Publisher, SseSubscriber, WsSubscriber
-from conftest import kjson, kubectl, service_url, wait_until
+from conftest import kjson, kubectl, secret_data, service_url, wait_until
 
 
 def crc16(data: bytes) -> int:
@@ -21,7 +25,10 @@ def slot(channel):
 
 
 def redis_cli(ns, pod, *args):
-    return kubectl("-n", ns, "exec", pod, "-c", "redis", "--", "redis-cli", "-p", "6379", *args)
+    # The node requires the generated password; the container has it in
+    # REDIS_PASSWORD, and redis-cli takes it from REDISCLI_AUTH (never argv).
+    return kubectl("-n", ns, "exec", pod, "-c", "redis", "--", "sh", "-c",
+                   'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli -p 6379 "$@"', "sh", *args)
 
 
 def test_init_job_created_the_cluster(clusters):
@@ -62,12 +69,15 @@ def test_sharded_pubsub_on_every_shard(clusters):
             break
     assert len(owners) == 3, f"channels only reached {owners}"
     svc = service_url(c["ns"], f"{c['name']}-push")
-    subs = [WsSubscriber(svc, channels).start(), SseSubscriber(svc, channels).start()]
+    auth = secret_data(c["ns"], f"{c['name']}-auth")  # generated: the example names no auth
+    tok = jwt.encode({"sub": "e2e", "exp": int(time.time()) + 600, "channels": ["e2e:*"]},
+                     auth["jwtSecret"], algorithm="HS256")
+    subs = [WsSubscriber(svc, channels, tok).start(), SseSubscriber(svc, channels, tok).start()]
     try:
         for s in subs:
             assert s.connected.wait(30), s.errors
         for ch in channels:
-            p = Publisher(svc, ch)
+            p = Publisher(svc, ch, auth["publishKey"])
             for n in range(10):
                 p.publish_one({"n": n})
         for s in subs:

@@ -1,5 +1,5 @@
-"""8. Leader election: the leading operator pod deleted, the standby takes
-the Lease within its duration and reconciles; the Lease moves once (two
+"""8. Leader election: the leading operator pod deleted, it releases the
+Lease and the standby takes it well within its duration and reconciles; the Lease moves once (two
 replicas that both believed they led would keep taking it from each other)."""
 
 import datetime
@@ -24,10 +24,11 @@ def test_standby_takes_over_and_reconciles(clusters, operator):
     after = wait_until("a new leader", duration * 3 + 30,
                        lambda: lease()["spec"] if lease()["spec"].get("holderIdentity") not in (None, "", old) else None)
     took = (parse(after["acquireTime"]) - t0).total_seconds()
-    # Deleted pods release nothing on SIGKILL; a graceful stop may release
-    # early. Either way the standby must hold it within one lease duration
-    # of the old leader's last renewal.
-    assert took <= duration + 10, f"takeover took {took:.1f}s with a {duration}s lease"
+    # A deleted pod stops gracefully (SIGTERM) and releases its Lease on the
+    # way out (issue 13), so the standby takes it at its next attempt (every
+    # quarter of the duration), well within the duration it would otherwise
+    # wait for the Lease to expire.
+    assert took <= duration / 2, f"takeover took {took:.1f}s with a {duration}s lease: not released?"
     assert after["leaseTransitions"] == before.get("leaseTransitions", 0) + 1
     # The new leader reconciles: a spec edit reaches observedGeneration.
     c = clusters["full"]

@@ -4,13 +4,15 @@ push-operator chart ships, the HPA scales the Deployment up when connections
 open and down when they close, and the operator never writes spec.replicas."""
 
 import json
+import time
 
+import jwt
 import pytest
 import yaml
 
 from clients import WsSubscriber
 from conftest import (E2E, OPERATOR_NS, ROOT, apply, delete_namespace, example, helm, kjson, kubectl,
-                      new_namespace, service_url, wait_ready, wait_until)
+                      new_namespace, secret_data, service_url, wait_ready, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,10 @@ def test_scales_up_and_down_on_connections(monitoring):
         wait_until("one replica", 120, lambda: kjson("-n", ns, "get", "deploy", deploy)["status"].get("readyReplicas") == 1)
         wait_until("the metric served for the pod", 120, lambda: connections_metric(ns))
         svc = service_url(ns, deploy)
-        subs = [WsSubscriber(svc, ["load"]).start() for _ in range(30)]
+        # Auth is on by default: a token signed with the generated Secret's key.
+        tok = jwt.encode({"sub": "e2e", "exp": int(time.time()) + 900, "channels": ["load"]},
+                         secret_data(ns, "scaled-auth")["jwtSecret"], algorithm="HS256")
+        subs = [WsSubscriber(svc, ["load"], tok).start() for _ in range(30)]
         try:
             for s in subs:
                 assert s.connected.wait(30), s.errors

@@ -2,11 +2,16 @@
 and Sentinel, traffic across two pods, `helm upgrade` rolling the pods, and
 `helm uninstall` leaving no object of the release behind."""
 
+import time
+import urllib.error
+
+import jwt
 import pytest
+import yaml
 
 from clients import Publisher, SseSubscriber, WsSubscriber
-from conftest import (ROOT, delete_namespace, helm, kjson, new_namespace, pod_ready, service_url,
-                      split_ref, wait_until)
+from conftest import (ROOT, delete_namespace, helm, kjson, new_namespace, pod_ready, psa_check, secret_data,
+                      service_url, split_ref, wait_until)
 
 RELEASE = "chat"
 KINDS = "deployments,statefulsets,services,configmaps,poddisruptionbudgets,horizontalpodautoscalers,pods,secrets"
@@ -19,15 +24,27 @@ def release(image_refs):
     args = ["--namespace", ns, "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
             "--set", "broker=redis", "--set", "replicaCount=2",
             "--set", "redis.resources.requests.cpu=20m", "--set", "resources.requests.cpu=20m",
-            # The host-path provisioner makes root-owned 0750 folders and no
-            # fsGroup applies to hostPath volumes: this chart's non-root Redis
-            # could not write them (docs/e2e.md), so its data is an emptyDir here.
-            "--set", "redis.persistence.enabled=false",
+            # Redis keeps its data on a PVC of the default StorageClass
+            # (local-path-provisioner: folders a non-root Redis can write).
+            # Exposure objects, validated by the API server (Gateway API CRDs
+            # installed; no Gateway or ingress controller runs here).
+            "--set", "ingress.enabled=true", "--set", "ingress.hosts[0].host=chat.e2e.test",
+            "--set", "ingress.hosts[0].paths[0].path=/", "--set", "ingress.hosts[0].paths[0].pathType=Prefix",
+            "--set", "httpRoute.enabled=true", "--set", "httpRoute.parentRefs[0].name=gw",
+            "--set", "httpRoute.hostnames[0]=chat.e2e.test",
             "--wait", "--timeout", "6m"]
     helm("install", RELEASE, str(ROOT / "charts" / "push"), *args)
     yield {"ns": ns, "args": args}
     helm("uninstall", RELEASE, "--namespace", ns, check=False)
     delete_namespace(ns)
+
+
+def keys(ns):
+    """The auth Secret the chart generated (no auth.existingSecret given)."""
+    data = secret_data(ns, "chat-push-auth")
+    tok = jwt.encode({"sub": "e2e", "exp": int(time.time()) + 600, "channels": ["room"]},
+                     data["jwtSecret"], algorithm="HS256")
+    return data["publishKey"], tok
 
 
 def server_pods(ns):
@@ -45,17 +62,33 @@ def test_traffic_across_pods(release):
     pods = wait_until("two ready push pods", 120, lambda: server_pods(ns) if len(server_pods(ns)) == 2 else None)
     a, b = (f"http://{p['status']['podIP']}:8080" for p in pods)
     svc = service_url(ns, "chat-push")
-    subs = [WsSubscriber(a, ["room"]).start(), SseSubscriber(svc, ["room"]).start()]
+    key, tok = keys(ns)
+    subs = [WsSubscriber(a, ["room"], tok).start(), SseSubscriber(svc, ["room"], tok).start()]
     try:
         for s in subs:
             assert s.connected.wait(30), s.errors
+        with pytest.raises(urllib.error.HTTPError) as e:
+            Publisher(svc, "room").publish_one({"n": -1})
+        assert e.value.code == 401  # auth is on by default
         for n in range(10):
-            Publisher(b if n % 2 else svc, "room").publish_one({"n": n})
+            Publisher(b if n % 2 else svc, "room", key).publish_one({"n": n})
         for s in subs:
             wait_until("10 delivered", 30, lambda s=s: s.numbers("room") == list(range(10)))
     finally:
         for s in subs:
             s.close()
+
+
+def test_restricted_admits_the_release_and_redis_persists(release):
+    ns = release["ns"]
+    pods = kjson("-n", ns, "get", "pods")
+    code, out = psa_check(yaml.safe_dump(pods))
+    assert code == 0, out
+    pvcs = kjson("-n", ns, "get", "pvc")["items"]
+    assert pvcs and all(p["status"]["phase"] == "Bound" for p in pvcs), [p["metadata"]["name"] for p in pvcs]
+    assert kjson("-n", ns, "get", "ingress")["items"]
+    assert kjson("-n", ns, "get", "httproutes.gateway.networking.k8s.io")["items"]
+    assert kjson("-n", ns, "get", "networkpolicies")["items"]
 
 
 def test_upgrade_rolls_the_pods(release):
@@ -74,7 +107,7 @@ def test_upgrade_rolls_the_pods(release):
     svc = service_url(ns, "chat-push")
     # kube-proxy applies the new EndpointSlices within its sync period.
     wait_until("a publish through the Service after the upgrade", 30,
-               lambda: Publisher(svc, "room").publish_one({"n": 99}, timeout=2)["channel"] == "room")
+               lambda: Publisher(svc, "room", keys(ns)[0]).publish_one({"n": 99}, timeout=2)["channel"] == "room")
 
 
 def test_uninstall_leaves_nothing(release):
