@@ -130,6 +130,14 @@ def check_redis_auth(server, by_kind, secrets):
                     fail(f"StatefulSet {sts['metadata']['name']}/{c['name']}: no {var} from a Secret")
                 check_rendered_secret(ref, secrets, f"{c['name']} {var}")
                 refs.add((ref["name"], ref["key"]))
+        # The boot script decides the master from the data it finds
+        # (DATA_DIR, default /data): it must see the volume Redis writes.
+        redis_c = next(c for c in spec["containers"] if c["name"] == "redis")
+        data_vol = {m["mountPath"]: m["name"] for m in redis_c["volumeMounts"]}.get("/data")
+        for init in spec.get("initContainers", []):
+            data_dir = env_of(init).get("DATA_DIR", {}).get("value", "/data")
+            if {m["mountPath"]: m["name"] for m in init.get("volumeMounts", [])}.get(data_dir) != data_vol:
+                fail(f"StatefulSet {sts['metadata']['name']}/{init['name']}: {data_dir} is not Redis' data volume")
         server_ref = secret_ref(env, "PUSH_REDIS_PASSWORD")
         if off:
             if "PUSH_REDIS_PASSWORD" in env:
