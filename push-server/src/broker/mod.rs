@@ -107,6 +107,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker is reachable now (readiness, `push_broker_up`).
     fn is_up(&self) -> bool;
 
+    /// Why the broker was last found unreachable (shown by `/readyz`).
+    fn down_reason(&self) -> Option<String> {
+        None
+    }
+
     /// Presence across every node, or `None` when this node is the only one
     /// (the hub's local count is the answer).
     fn presence(&self, _channel: Channel) -> BoxFuture<'_, Result<Option<Presence>, BrokerError>> {

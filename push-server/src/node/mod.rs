@@ -330,11 +330,13 @@ impl Node {
         if self.is_draining() {
             return Err(Error::draining());
         }
-        if !self.hub.broker().is_up() {
-            return Err(Error::new(
-                ErrorCode::BrokerUnavailable,
-                "the broker is unreachable",
-            ));
+        let broker = self.hub.broker();
+        if !broker.is_up() {
+            let message = match broker.down_reason() {
+                Some(reason) => format!("the broker is unreachable: {reason}"),
+                None => "the broker is unreachable".to_string(),
+            };
+            return Err(Error::new(ErrorCode::BrokerUnavailable, message));
         }
         Ok(())
     }

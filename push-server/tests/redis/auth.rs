@@ -146,6 +146,18 @@ async fn refused_for(args: &[&str], want: &str) {
     );
     assert!(message.contains(want), "{args:?}: {message}");
     wait_ready(&s, false).await;
+    // /readyz says why, once the health check has run.
+    until("/readyz names the reason", Duration::from_secs(10), || {
+        let url = s.http("/readyz");
+        async move {
+            let body = match client().get(url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => return false,
+            };
+            body.contains("the broker is unreachable: ") && body.contains(want)
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

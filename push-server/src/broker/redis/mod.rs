@@ -250,6 +250,8 @@ struct Shared {
     read_script: Arc<Script>,
     /// This node's id in presence entries.
     node_id: String,
+    /// The health check's last error while Redis is unreachable.
+    down_reason: std::sync::Mutex<Option<String>>,
 }
 
 /// The Redis broker.
@@ -277,6 +279,7 @@ impl RedisBroker {
             publish_script: Arc::new(Script::new(PUBLISH_LUA)),
             read_script: Arc::new(Script::new(READ_LUA)),
             node_id: format!("{:016x}", rand::random::<u64>()),
+            down_reason: std::sync::Mutex::new(None),
         });
         let sub = sub::start(shared.clone(), stop.clone());
         tokio::spawn(health(shared.clone(), stop.clone()));
@@ -321,6 +324,7 @@ async fn health(shared: Arc<Shared>, stop: tokio_util::sync::CancellationToken) 
         if ok {
             last_reason = None;
         }
+        *shared.down_reason.lock().unwrap_or_else(|e| e.into_inner()) = last_reason.clone();
     }
 }
 
@@ -551,6 +555,14 @@ impl Broker for RedisBroker {
 
     fn is_up(&self) -> bool {
         self.shared.commands_up.load(Ordering::Relaxed) && self.sub.is_up()
+    }
+
+    fn down_reason(&self) -> Option<String> {
+        self.shared
+            .down_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn presence(&self, channel: Channel) -> BoxFuture<'_, Result<Option<Presence>, BrokerError>> {
