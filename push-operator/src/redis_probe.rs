@@ -190,10 +190,31 @@ pub async fn observe_pod(ep: &Endpoints, addr: &str) -> PodState {
     match probe_pod(ep, addr).await {
         Ok(r) => PodState::Up(r),
         Err(e) => {
-            tracing::debug!(error = %e, "redis pod not observed");
+            // A wrong password or certificate is a misconfiguration that
+            // will not heal by itself: say so where it is seen.
+            if is_misconfiguration(&e) {
+                tracing::warn!(error = %e, "redis pod refused the probe");
+            } else {
+                tracing::debug!(error = %e, "redis pod not observed");
+            }
             PodState::Down
         }
     }
+}
+
+/// Whether a probe failed on credentials or TLS rather than reachability.
+pub fn is_misconfiguration(e: &Error) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    [
+        "noauth",
+        "wrongpass",
+        "authentication",
+        "certificate",
+        "ca file",
+        "tls",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// What one Sentinel names as master, as an ordinal (`Ok(None)`: it does

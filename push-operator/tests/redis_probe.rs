@@ -104,6 +104,7 @@ async fn password_is_sent_and_a_missing_one_is_a_clear_error() {
         .await
         .expect_err("Redis requires a password");
     assert!(err.to_string().contains("NOAUTH"), "{err}");
+    assert!(redis_probe::is_misconfiguration(&err), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
