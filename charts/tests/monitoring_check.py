@@ -48,7 +48,8 @@ near = re.search(r"\) > ([0-9]+)$", alerts.get("PushConnectionsNearLimit", ""))
 if not near or int(near.group(1)) != int(server_max) * 90 // 100:
     fail(f"PushConnectionsNearLimit {alerts.get('PushConnectionsNearLimit')!r} is not 90% of "
          f"push-server's default max_connections {server_max}")
-for want in ("PushBrokerDown", "PushSlowConsumerDisconnects", "PushConnectionsNearLimit", "PushMetricsAbsent"):
+for want in ("PushBrokerDown", "PushSlowConsumerDisconnects", "PushConnectionsNearLimit",
+             "PushPublishErrors", "PushMetricsAbsent"):
     if want not in alerts:
         fail(f"PrometheusRule lacks {want}")
 

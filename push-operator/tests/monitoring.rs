@@ -115,7 +115,7 @@ fn alert_rules_pass_promtool_check() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("4 rules found"), "{text}");
+    assert!(text.contains("5 rules found"), "{text}");
 }
 
 /// Synthetic series for `promtool test rules`: pod `a` of this cluster
@@ -136,6 +136,14 @@ tests:
         values: '5000x10'
       - series: 'push_slow_consumer_disconnects_total{namespace="realtime",pod="demo-push-7d9f8b6c5-abcde"}'
         values: '0+60x30'
+      - series: 'push_messages_published_total{namespace="realtime",pod="demo-push-7d9f8b6c5-abcde"}'
+        values: '0+600x30'
+      - series: 'push_publish_errors_total{namespace="realtime",pod="demo-push-7d9f8b6c5-abcde",code="unauthorized"}'
+        values: '0+0x5 0+120x25'
+      - series: 'push_messages_published_total{namespace="realtime",pod="other-push-7d9f8b6c5-abcde"}'
+        values: '0x30'
+      - series: 'push_publish_errors_total{namespace="realtime",pod="other-push-7d9f8b6c5-abcde",code="broker_unavailable"}'
+        values: '0+600x30'
     alert_rule_test:
       - eval_time: 1m
         alertname: PushBrokerDown
@@ -153,6 +161,13 @@ tests:
           - exp_labels: {severity: warning, namespace: realtime, pod: demo-push-7d9f8b6c5-abcde}
       - eval_time: 25m
         alertname: PushSlowConsumerDisconnects
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: realtime, pod: demo-push-7d9f8b6c5-abcde}
+      - eval_time: 12m
+        alertname: PushPublishErrors
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: PushPublishErrors
         exp_alerts:
           - exp_labels: {severity: warning, namespace: realtime, pod: demo-push-7d9f8b6c5-abcde}
       - eval_time: 10m

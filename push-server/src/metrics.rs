@@ -37,6 +37,30 @@ struct TransportLabel {
     transport: Transport,
 }
 
+/// The codes of a refused publish (HTTP or WebSocket frame).
+const PUBLISH_ERROR_CODES: [crate::protocol::ErrorCode; 12] = {
+    use crate::protocol::ErrorCode as C;
+    [
+        C::InvalidChannel,
+        C::InvalidJson,
+        C::InvalidBody,
+        C::BatchTooLarge,
+        C::Unauthorized,
+        C::InvalidToken,
+        C::TokenExpired,
+        C::Forbidden,
+        C::MessageTooLarge,
+        C::Draining,
+        C::BrokerUnavailable,
+        C::RateLimited,
+    ]
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -76,6 +100,9 @@ pub struct Metrics {
     pub redeliveries: Counter,
     /// First send → ack, in seconds.
     pub ack_latency: Histogram,
+    /// Refused publishes (HTTP and WebSocket) by error code; the family is
+    /// only touched on the error path.
+    publish_errors: Family<CodeLabel, Counter>,
 }
 
 impl Metrics {
@@ -128,6 +155,20 @@ impl Metrics {
             "Time from first send to ack",
             ack_latency.clone(),
         );
+        let publish_errors: Family<CodeLabel, Counter> = registered(
+            &mut r,
+            "push_publish_errors",
+            "Publishes refused (HTTP and WebSocket), by error code",
+        );
+        // Every code a publish can be refused with starts at 0, so rate()
+        // and the alert see the series before the first error.
+        for code in PUBLISH_ERROR_CODES {
+            publish_errors
+                .get_or_create(&CodeLabel {
+                    code: code.as_str(),
+                })
+                .inc_by(0);
+        }
         let build: Family<BuildLabels, Gauge> = registered(
             &mut r,
             "push_build_info",
@@ -160,7 +201,17 @@ impl Metrics {
             acks,
             redeliveries,
             ack_latency,
+            publish_errors,
         }
+    }
+
+    /// Counts one refused publish under its error code.
+    pub fn publish_refused(&self, code: crate::protocol::ErrorCode) {
+        self.publish_errors
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
     }
 
     pub fn transport(&self, t: Transport) -> &TransportMetrics {

@@ -256,4 +256,12 @@ async fn require_auth_from_the_environment() {
     let mut text = String::new();
     s.read_to_string(&mut text).await.expect("read");
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    // The refused publish is counted under its code; an accepted one is not.
+    let body = scrape(port).await;
+    assert_eq!(
+        sample(&body, "push_publish_errors_total{code=\"unauthorized\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "push_messages_published_total"), Some(0.0));
 }

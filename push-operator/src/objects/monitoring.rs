@@ -210,6 +210,23 @@ pub fn alerts(pc: &PushCluster, names: &Names) -> Vec<Alert> {
             ),
         },
         Alert {
+            name: "PushPublishErrors",
+            expr: format!(
+                "sum by (namespace, pod) (rate(push_publish_errors_total{{{sel}}}[5m])) \
+                 / (sum by (namespace, pod) (rate(push_publish_errors_total{{{sel}}}[5m])) \
+                 + sum by (namespace, pod) (rate(push_messages_published_total{{{sel}}}[5m]))) > 0.05"
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: "push-server {{ $labels.pod }} refuses more than 5% of publishes".into(),
+            description: format!(
+                "{{{{ $value | humanizePercentage }}}} of the publishes to {{{{ $labels.pod }}}} \
+                 (PushCluster {cluster}) have been refused for 10 minutes; \
+                 push_publish_errors_total's code label says why (unauthorized: a backend with a \
+                 wrong key; broker_unavailable: Redis; message_too_large: max_message_bytes)."
+            ),
+        },
+        Alert {
             name: "PushMetricsAbsent",
             expr: format!("absent(push_broker_up{{{sel}}})"),
             for_: "15m",

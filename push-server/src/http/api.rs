@@ -118,6 +118,24 @@ pub(super) async fn publish_one(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
+    let answer = publish_one_checked(&state, path, headers, body).await;
+    counted(&state, answer)
+}
+
+/// Counts a refused publish (`push_publish_errors`) on its way out.
+fn counted(state: &AppState, answer: Result<Response, Error>) -> Result<Response, Error> {
+    if let Err(e) = &answer {
+        state.node.metrics.publish_refused(e.code);
+    }
+    answer
+}
+
+async fn publish_one_checked(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
     let node = &state.node;
     let channel = channel_from(path)?;
     let publisher = node.publisher(&headers)?;
@@ -150,6 +168,15 @@ struct BatchItem<'a> {
 /// published, so a bad batch publishes nothing.
 pub(super) async fn publish_batch(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let answer = publish_batch_checked(&state, headers, body).await;
+    counted(&state, answer)
+}
+
+async fn publish_batch_checked(
+    state: &AppState,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {

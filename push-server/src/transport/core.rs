@@ -481,7 +481,10 @@ impl<T: Transport> Conn<T> {
             ClientCommand::Publish { channel, data } => {
                 let answer = match self.publish(&channel, data).await {
                     Ok(id) => frames::published(&channel, id),
-                    Err(e) => e.ws_frame(Some(&channel), None),
+                    Err(e) => {
+                        self.core.node.metrics.publish_refused(e.code);
+                        e.ws_frame(Some(&channel), None)
+                    }
                 };
                 Ok(self.frame(answer).await?)
             }
