@@ -4,8 +4,8 @@
 #                        validation of the CRD, rendered objects and examples
 #   make operator-crd    regenerate crds/pushcluster.yaml from the types
 #
-# Needs: cargo (nextest if installed), python3 with venv, apt (for
-# redis-server/redis-sentinel when missing). Network: package registries only.
+# Needs: cargo (nextest if installed), python3 with venv, apt (for openssl,
+# promtool, redis-server/redis-sentinel when missing). Network: package registries only.
 
 CARGO ?= cargo
 OPERATOR_VENV ?= $(CURDIR)/.venv
@@ -22,10 +22,15 @@ operator-venv:
 		"$(OPERATOR_VENV)/bin/pip" install --quiet kubernetes-validate jsonschema pyyaml; \
 	fi
 
+# redis-server/redis-sentinel for the real-process tests, openssl for the
+# throwaway CA of the TLS probe test, promtool (Debian package prometheus)
+# for the PrometheusRule tests.
 operator-redis:
-	@if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null; then \
+	@if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null \
+		|| ! command -v openssl >/dev/null || ! command -v promtool >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server redis-sentinel; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			redis-server redis-sentinel openssl prometheus >/dev/null; \
 	fi
 
 test-operator: operator-venv operator-redis build-all

@@ -24,16 +24,19 @@
 //! master and what each replica follows; its module doc lists the
 //! invariants (Sentinel owns failover, no empty master over data, ...).
 //!
-//! `redis_probe` is a minimal RESP client: it observes pods and Sentinels
-//! into a `topology::Observation` and carries out `topology::Action`s.
+//! `redis_probe` observes pods and Sentinels with the `redis` crate (AUTH,
+//! TLS, timeouts, all at once) into a `topology::Observation` and carries
+//! out `topology::Action`s.
 //! `boot` is the `redis-boot` init container of Redis and Sentinel pods,
 //! which applies the same decision at start-up.
 //!
-//! `controller` is the reconcile loop (server-side apply, obsolete objects,
-//! master label, status, events), its error policy and the `Controller`
+//! `controller` is the reconcile loop (generated Secrets, the auth checks,
+//! server-side apply with the master Service selecting the observed master,
+//! obsolete objects, status, events), its error policy and the `Controller`
 //! wiring; `status` holds the condition bookkeeping it uses.
 //!
-//! `leader` implements leader election on a coordination Lease; `metrics`
+//! `leader` implements leader election on a coordination Lease (released on
+//! shutdown, never acting past its renew deadline); `metrics`
 //! and `http` expose reconcile metrics and health endpoints.
 //!
 //! `render` implements `push-operator render`: objects as multi-document

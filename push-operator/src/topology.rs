@@ -4,7 +4,7 @@
 //! * at pod start, by the `redis-boot` init container of every Redis pod
 //!   (what goes into its `replicaof` line, or whether to wait) and every
 //!   Sentinel pod (which master to `monitor`);
-//! * in every reconcile, by the controller (which pod gets the master label,
+//! * in every reconcile, by the controller (which pod the master Service selects,
 //!   which stray master must become a replica, whether to ask Sentinel to
 //!   fail over).
 //!
@@ -26,9 +26,9 @@
 //!    Likewise a pod that boots with data never replicates from a master
 //!    that runs with an empty dataset: it waits (the chart's
 //!    `redis-boot.sh` applies the same rule).
-//! 4. The master label follows the real master: Sentinel's choice when it is
+//! 4. The master Service follows the real master: Sentinel's choice when it is
 //!    up and acting as master, nobody while a failover is pending
-//!    ("stale master label", "no master after failover").
+//!    ("stale master Service", "no master after failover").
 
 /// What one Redis pod looks like right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub enum Action {
 /// The decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The pod that is master now (gets the master label); `None` while there
+    /// The pod that is master now (the master Service selects it); `None` while there
     /// is none, e.g. during a failover.
     pub master: Option<usize>,
     /// Per ordinal, what that pod should be.
