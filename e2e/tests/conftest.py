@@ -141,6 +141,11 @@ def operator(image_refs):
     """The operator chart installed once for the session (test_01 checks it)."""
     repo, tag = split_ref(image_refs["push-operator"])
     apply(namespace_object(OPERATOR_NS))
+    # Helm installs a chart's crds/ once and never upgrades them: apply the
+    # current CRD first, as an upgrade by hand does (docs/operator.md), so a
+    # cluster that ran an older build serves the current schema.
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager", "e2e-test",
+            "-f", str(ROOT / "charts" / "push-operator" / "crds"))
     helm(
         "upgrade", "--install", OPERATOR_RELEASE, str(ROOT / "charts" / "push-operator"),
         "--namespace", OPERATOR_NS,
@@ -175,6 +180,7 @@ def service_url(ns, name, port_name=None):
 # and shared by the tests that need a running one: creating Redis is the
 # slow part of every test here.
 AUTH = {"jwtSecret": "e2e-jwt-secret-0123456789abcdef", "publishKey": "e2e-publish-key"}
+REDIS_PASSWORD = "e2e-redis-password-0123456789"
 
 
 def small_requests(obj):
@@ -195,21 +201,27 @@ def small_requests(obj):
 
 @pytest.fixture(scope="session")
 def clusters(operator):
-    made = {}
-    for name in ("minimal", "full", "cluster-mode"):
-        ns = new_namespace(f"e2e-{name}")
-        obj = example(name, ns)
-        if name == "full":
-            kubectl("-n", ns, "create", "secret", "generic", "push-auth",
-                    *[f"--from-literal={k}={v}" for k, v in AUTH.items()])
-        small_requests(obj)
-        apply(obj)
-        made[name] = {"ns": ns, "name": obj["metadata"]["name"], "spec": obj["spec"]}
-    for c in made.values():
-        c["status"] = wait_ready(c["ns"], c["name"])
-    yield made
-    for c in made.values():
-        delete_namespace(c["ns"])
+    made, namespaces = {}, []
+    try:
+        for name in ("minimal", "full", "cluster-mode"):
+            ns = new_namespace(f"e2e-{name}")
+            namespaces.append(ns)
+            obj = example(name, ns)
+            if name == "full":
+                kubectl("-n", ns, "create", "secret", "generic", "push-auth",
+                        *[f"--from-literal={k}={v}" for k, v in AUTH.items()])
+                # The example names its Redis password Secret too.
+                kubectl("-n", ns, "create", "secret", "generic", "push-redis",
+                        f"--from-literal=password={REDIS_PASSWORD}")
+            small_requests(obj)
+            apply(obj)
+            made[name] = {"ns": ns, "name": obj["metadata"]["name"], "spec": obj["spec"]}
+        for c in made.values():
+            c["status"] = wait_ready(c["ns"], c["name"])
+        yield made
+    finally:
+        for ns in namespaces:
+            delete_namespace(ns)
 
 
 def secret_data(ns, name):
