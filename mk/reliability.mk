@@ -53,7 +53,7 @@ fuzz-build:
 ## fuzz/regressions/<target>/ so the reliability tests replay it forever).
 fuzz: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		mkdir -p fuzz/corpus/$$t; \
+		mkdir -p fuzz/corpus/$$t fuzz/target; \
 		echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
 		if (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_FLAGS) $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) \
