@@ -50,6 +50,15 @@ fn env_value(c: &Container, name: &str) -> Option<String> {
         .and_then(|e| e.value.clone())
 }
 
+/// The container of the default Redis Cluster's creation Job (3 shards × 2).
+fn init_job_container(objs: &[Desired]) -> &Container {
+    let Desired::Job(job) = find(objs, "Job/demo-redis-cluster-init-3x2") else {
+        panic!("no cluster init Job")
+    };
+    let pod = job.spec.as_ref().expect("job spec").template.spec.as_ref();
+    &pod.expect("pod spec").containers[0]
+}
+
 fn find<'a>(objs: &'a [Desired], id: &str) -> &'a Desired {
     objs.iter()
         .find(|o| o.id() == id)
@@ -210,21 +219,7 @@ fn cluster_mode() {
         panic!()
     };
     assert!(cm.data.as_ref().unwrap()["redis.conf"].contains("cluster-enabled yes"));
-    let Desired::Job(job) = find(&objs, "Job/demo-redis-cluster-init-3x2") else {
-        panic!()
-    };
-    let script = &job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .command
-        .as_ref()
-        .unwrap()[2];
+    let script = &init_job_container(&objs).command.as_ref().unwrap()[2];
     assert!(script.contains("--cluster-replicas 1"));
     assert!(script.contains("demo-redis-5.demo-redis-headless"));
     let c = server_container(&objs);
@@ -554,18 +549,7 @@ fn redis_password_reaches_every_redis_client() {
         panic!()
     };
     assert!(cm.data.as_ref().unwrap()["redis.conf"].contains("include /boot/auth.conf"));
-    let Desired::Job(job) = find(&objs, "Job/demo-redis-cluster-init-3x2") else {
-        panic!()
-    };
-    let c = &job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c = init_job_container(&objs);
     assert_eq!(secret_ref(c, "REDISCLI_AUTH"), pw);
     assert!(!c
         .command

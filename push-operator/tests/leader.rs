@@ -6,23 +6,22 @@
 
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use kube::client::Body;
-use kube::Client;
+use http::{Method, StatusCode};
 use push_operator::leader::{LeaseLock, Timing};
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use tower_test::mock::{self, Handle, SendResponse};
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+mod mock_api;
+use mock_api::{body_json, next_within, respond, ApiHandle};
+
+/// The paused clock jumps ahead while every task waits: allow a long time.
+const WAIT: Duration = Duration::from_secs(60);
 
 const LEASE: &str =
     "/apis/coordination.k8s.io/v1/namespaces/push-system/leases/push-operator-leader";
 
 fn lock(identity: &str) -> (LeaseLock, ApiHandle) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, handle) = mock_api::client();
     let timing = Timing::from_lease(Duration::from_secs(15));
     (
         LeaseLock::new(
@@ -36,32 +35,6 @@ fn lock(identity: &str) -> (LeaseLock, ApiHandle) {
     )
 }
 
-async fn next(handle: &mut ApiHandle, what: &str) -> (Request<Body>, SendResponse<Response<Body>>) {
-    tokio::time::timeout(Duration::from_secs(60), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .unwrap_or_else(|| panic!("client dropped before {what}"))
-}
-
-async fn body_json(req: Request<Body>) -> Value {
-    let bytes = req
-        .into_body()
-        .collect()
-        .await
-        .expect("request body")
-        .to_bytes();
-    serde_json::from_slice(&bytes).expect("JSON body")
-}
-
-fn respond(send: SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(body).expect("json")))
-            .expect("response"),
-    );
-}
-
 fn lease(holder: Option<&str>, renew: &str, rv: &str) -> Value {
     json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -73,7 +46,7 @@ fn lease(holder: Option<&str>, renew: &str, rv: &str) -> Value {
 
 /// Expects a GET of the Lease and answers it with `body`.
 async fn get(handle: &mut ApiHandle, body: &Value) {
-    let (req, send) = next(handle, "GET lease").await;
+    let (req, send) = next_within(handle, "GET lease", WAIT).await;
     assert_eq!((req.method(), req.uri().path()), (&Method::GET, LEASE));
     respond(send, StatusCode::OK, body);
 }
@@ -87,7 +60,7 @@ async fn release_clears_the_holder_so_another_replica_takes_over_at_once() {
             &lease(Some("op-a"), "2026-01-01T00:00:00.000000Z", "7"),
         )
         .await;
-        let (req, send) = next(&mut api, "PUT lease").await;
+        let (req, send) = next_within(&mut api, "PUT lease", WAIT).await;
         assert_eq!(req.method(), Method::PUT);
         let body = body_json(req).await;
         respond(send, StatusCode::OK, &body);
@@ -106,7 +79,7 @@ async fn release_clears_the_holder_so_another_replica_takes_over_at_once() {
     let (other, mut api) = lock("op-b");
     let server = tokio::spawn(async move {
         get(&mut api, &written).await;
-        let (req, send) = next(&mut api, "PUT lease").await;
+        let (req, send) = next_within(&mut api, "PUT lease", WAIT).await;
         let body = body_json(req).await;
         respond(send, StatusCode::OK, &body);
         body
@@ -143,7 +116,7 @@ async fn leader_that_cannot_renew_stops_at_the_renew_deadline() {
     let (me, mut api) = lock("op-a");
     let server = tokio::spawn(async move {
         // Acquire: no Lease yet, created.
-        let (req, send) = next(&mut api, "GET lease").await;
+        let (req, send) = next_within(&mut api, "GET lease", WAIT).await;
         assert_eq!(req.method(), Method::GET);
         respond(
             send,
@@ -151,7 +124,7 @@ async fn leader_that_cannot_renew_stops_at_the_renew_deadline() {
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "reason": "NotFound", "code": 404}),
         );
-        let (req, send) = next(&mut api, "POST lease").await;
+        let (req, send) = next_within(&mut api, "POST lease", WAIT).await;
         assert_eq!(req.method(), Method::POST);
         let body = body_json(req).await;
         respond(send, StatusCode::CREATED, &body);
@@ -189,7 +162,7 @@ async fn candidate_waits_a_lease_duration_on_its_own_clock() {
         get(&mut api, &held).await;
         get(&mut api, &held).await;
         get(&mut api, &held).await;
-        let (req, send) = next(&mut api, "PUT lease").await;
+        let (req, send) = next_within(&mut api, "PUT lease", WAIT).await;
         let body = body_json(req).await;
         respond(send, StatusCode::OK, &body);
         body

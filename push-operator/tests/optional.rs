@@ -7,18 +7,16 @@
 
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
-use kube::client::Body;
-use kube::Client;
 use push_operator::crd::{PushCluster, PushClusterStatus};
 use push_operator::objects::monitoring::MonitoringCrds;
 use push_operator::objects::{self, optional, Desired, Names, Settings};
 use push_operator::Error;
 use serde_json::{json, Value};
-use tower_test::mock::{self, Handle};
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+mod mock_api;
+use mock_api::{client, expect_no_more, next, not_found, respond, ApiHandle};
 
 fn pc(spec: Value, tracked: &[&str]) -> PushCluster {
     let mut v = json!({
@@ -186,46 +184,11 @@ fn monitoring_follows_discovery_unless_explicit() {
     .is_empty());
 }
 
-async fn next(
-    handle: &mut ApiHandle,
-    what: &str,
-) -> (Request<Body>, mock::SendResponse<Response<Body>>) {
-    tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .unwrap_or_else(|| panic!("client dropped before {what}"))
-}
-
-fn respond(send: mock::SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(body).expect("json")))
-            .expect("response"),
-    );
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})
-}
-
 /// Answers one server-side apply of `path`, with `status`; returns the body.
 async fn expect_apply(handle: &mut ApiHandle, path: &str, status: StatusCode) -> Value {
     let (req, send) = next(handle, path).await;
-    assert_eq!(req.method(), http::Method::PATCH, "{path}");
-    assert_eq!(req.uri().path(), path);
-    let query = req.uri().query().unwrap_or_default().to_string();
-    assert!(query.contains("fieldManager=push-operator"), "{query}");
-    assert!(query.contains("force=true"), "{query}");
-    assert_eq!(
-        req.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/apply-patch+yaml")
-    );
-    let bytes = req.into_body().collect().await.expect("body").to_bytes();
-    let body: Value = serde_json::from_slice(&bytes).expect("json body");
+    mock_api::assert_apply(&req, path);
+    let body = mock_api::body_json(req).await;
     if status.is_success() {
         respond(send, status, &body);
     } else {
@@ -243,19 +206,6 @@ async fn expect_delete(handle: &mut ApiHandle, path: &str) {
         StatusCode::OK,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
     );
-}
-
-async fn expect_no_more(mut handle: ApiHandle) {
-    if let Ok(Some((req, _))) =
-        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
-    {
-        panic!("unexpected request {} {}", req.method(), req.uri());
-    }
-}
-
-fn client() -> (Client, ApiHandle) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
 }
 
 const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/realtime/ingresses/demo-push";

@@ -6,11 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use kube::client::Body;
+use http::StatusCode;
 use kube::runtime::controller::Action;
-use kube::Client;
 use push_operator::controller::{self, BoxFut, Context, RedisOps};
 use push_operator::crd::PushCluster;
 use push_operator::metrics::Metrics;
@@ -19,9 +16,9 @@ use push_operator::redis_probe::Endpoints;
 use push_operator::topology::{Action as RedisAction, Observation, PodState, Role, Running};
 use push_operator::Error;
 use serde_json::{json, Value};
-use tower_test::mock::{self, Handle, SendResponse};
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+mod mock_api;
+use mock_api::{body_json, expect_no_more, next, not_found, respond, ApiHandle};
 
 /// Redis as a fixed observation; records the actions the controller takes
 /// and the password it probes with.
@@ -81,8 +78,7 @@ fn topology(master: usize, stray: Option<usize>) -> Arc<StubRedis> {
 }
 
 fn context(redis: Arc<StubRedis>) -> (Arc<Context>, ApiHandle) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, handle) = mock_api::client();
     let ctx = Context::new(client, Settings::default(), Metrics::default(), redis);
     (Arc::new(ctx), handle)
 }
@@ -97,58 +93,12 @@ fn pushcluster(spec: Value) -> PushCluster {
     .expect("valid PushCluster")
 }
 
-/// The next request, or a test failure after a timeout.
-async fn next(handle: &mut ApiHandle, what: &str) -> (Request<Body>, SendResponse<Response<Body>>) {
-    tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .unwrap_or_else(|| panic!("client dropped before {what}"))
-}
-
-async fn body_json(req: Request<Body>) -> Value {
-    let bytes = req
-        .into_body()
-        .collect()
-        .await
-        .expect("request body")
-        .to_bytes();
-    serde_json::from_slice(&bytes).expect("JSON request body")
-}
-
-fn respond(send: SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
-    let bytes = serde_json::to_vec(body).expect("serialize response");
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(bytes))
-            .expect("response"),
-    );
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": "not found", "reason": "NotFound", "code": 404})
-}
-
 /// Answers one server-side apply: asserts method, path, field manager and
 /// force, and returns the object as stored, with a status that makes every
 /// workload fully ready.
 async fn expect_apply(handle: &mut ApiHandle, path: &str) -> Value {
     let (req, send) = next(handle, path).await;
-    assert_eq!(req.method(), http::Method::PATCH, "{path}");
-    assert_eq!(req.uri().path(), path);
-    let query = req.uri().query().unwrap_or_default().to_string();
-    assert!(
-        query.contains("fieldManager=push-operator"),
-        "{path}: {query}"
-    );
-    assert!(query.contains("force=true"), "{path}: {query}");
-    assert_eq!(
-        req.headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap_or_default()),
-        Some("application/apply-patch+yaml")
-    );
+    mock_api::assert_apply(&req, path);
     let mut obj = body_json(req).await;
     let replicas = obj["spec"]["replicas"].as_i64().unwrap_or(3);
     if matches!(obj["kind"].as_str(), Some("StatefulSet" | "Deployment")) {
@@ -254,6 +204,27 @@ fn replication_apply_paths() -> Vec<String> {
     ]
 }
 
+/// Whether a reconcile rolls out the push-server Deployment (it never does
+/// while auth or the Redis password is missing).
+#[derive(Clone, Copy, PartialEq)]
+enum Rollout {
+    WithServer,
+    WithoutServer,
+}
+
+/// The applies of a default replication-mode PushCluster in order (with or
+/// without the Deployment), its HPA, and the delete of the push pods'
+/// NetworkPolicy, which is off by default.
+async fn expect_rollout(handle: &mut ApiHandle, rollout: Rollout) {
+    for path in replication_apply_paths() {
+        if rollout == Rollout::WithServer || !path.ends_with("/deployments/demo-push") {
+            expect_apply(handle, &path).await;
+        }
+    }
+    expect_apply(handle, HPA).await;
+    expect_delete(handle, &format!("{NETPOL}/demo-push")).await;
+}
+
 async fn expect_status(handle: &mut ApiHandle) -> Value {
     let (req, send) = next(handle, "status patch").await;
     assert_eq!(req.method(), http::Method::PATCH);
@@ -293,15 +264,6 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .unwrap_or_else(|| panic!("condition {type_} in {status}"))
-}
-
-/// After the scripted requests, the client must make no further call.
-async fn expect_no_more(mut handle: ApiHandle) {
-    if let Ok(Some((req, _))) =
-        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
-    {
-        panic!("unexpected request {} {}", req.method(), req.uri());
-    }
 }
 
 #[tokio::test]
@@ -571,11 +533,7 @@ async fn steady_state_writes_no_status_and_no_events() {
     let (ctx, mut handle) = context(redis.clone());
     let first = tokio::spawn(async move {
         expect_existing_secrets(&mut handle).await;
-        for path in replication_apply_paths() {
-            expect_apply(&mut handle, &path).await;
-        }
-        expect_apply(&mut handle, HPA).await;
-        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        expect_rollout(&mut handle, Rollout::WithServer).await;
         let status = expect_status(&mut handle).await;
         expect_event(&mut handle, "Ready", "Normal").await;
         expect_event(&mut handle, "RedisMaster", "Normal").await;
@@ -591,11 +549,7 @@ async fn steady_state_writes_no_status_and_no_events() {
     pc.status = Some(serde_json::from_value(status).expect("status round-trips"));
     let second = tokio::spawn(async move {
         expect_existing_secrets(&mut handle).await;
-        for path in replication_apply_paths() {
-            expect_apply(&mut handle, &path).await;
-        }
-        expect_apply(&mut handle, HPA).await;
-        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        expect_rollout(&mut handle, Rollout::WithServer).await;
         expect_no_more(handle).await;
     });
     controller::reconcile(Arc::new(pc), ctx)
@@ -623,14 +577,7 @@ async fn missing_auth_secret_fails_closed() {
                 Some(secret("demo-redis-auth", &[("password", "pw")])),
             )
             .await;
-            for path in replication_apply_paths() {
-                if path.ends_with("/deployments/demo-push") {
-                    continue; // never rolled out without auth
-                }
-                expect_apply(&mut handle, &path).await;
-            }
-            expect_apply(&mut handle, HPA).await;
-            expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+            expect_rollout(&mut handle, Rollout::WithoutServer).await;
             let status = expect_status(&mut handle).await;
             let ev = expect_event(&mut handle, "AuthSecretMissing", "Warning").await;
             // Redis is managed as usual meanwhile.
@@ -667,13 +614,7 @@ async fn missing_auth_secret_fails_closed() {
                 Some(secret("demo-redis-auth", &[("password", "pw")])),
             )
             .await;
-            for path in replication_apply_paths() {
-                if !path.ends_with("/deployments/demo-push") {
-                    expect_apply(&mut handle, &path).await;
-                }
-            }
-            expect_apply(&mut handle, HPA).await;
-            expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+            expect_rollout(&mut handle, Rollout::WithoutServer).await;
             if empty {
                 // The message changed (missing now, empty before).
                 expect_status(&mut handle).await;
@@ -697,11 +638,7 @@ async fn insecure_reads_no_secret() {
         json!({ "auth": { "insecure": true }, "redis": { "auth": { "insecure": true } } }),
     ));
     let server = tokio::spawn(async move {
-        for path in replication_apply_paths() {
-            expect_apply(&mut handle, &path).await;
-        }
-        expect_apply(&mut handle, HPA).await;
-        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        expect_rollout(&mut handle, Rollout::WithServer).await;
         let status = expect_status(&mut handle).await;
         expect_event(&mut handle, "Ready", "Normal").await;
         expect_event(&mut handle, "RedisMaster", "Normal").await;
@@ -749,13 +686,7 @@ async fn missing_redis_password_fails_closed() {
             Some(secret("my-redis", &[("password", "wrong-key")])),
         )
         .await;
-        for path in replication_apply_paths() {
-            if !path.ends_with("/deployments/demo-push") {
-                expect_apply(&mut handle, &path).await;
-            }
-        }
-        expect_apply(&mut handle, HPA).await;
-        expect_delete(&mut handle, &format!("{NETPOL}/demo-push")).await;
+        expect_rollout(&mut handle, Rollout::WithoutServer).await;
         let status = expect_status(&mut handle).await;
         let ev = expect_event(&mut handle, "RedisAuthSecretMissing", "Warning").await;
         expect_event(&mut handle, "RedisMaster", "Normal").await;
