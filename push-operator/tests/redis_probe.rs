@@ -6,8 +6,7 @@
 //! Needs `redis-server` (built with TLS, as Debian's is) and `openssl` on
 //! PATH; without them the tests fail with a message saying so.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,32 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, Instant};
 
+mod procs;
+use procs::{free_port, require, tempdir};
+
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    l.local_addr().expect("local addr").port()
-}
-
-fn require(bin: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{bin} not found on PATH (make test-operator installs redis-server)"
-    );
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "push-op-probe-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 /// redis-server on `conf` (a file: the password never goes on a command
 /// line, as in the pods).

@@ -11,7 +11,6 @@
 //! installs them). Without them the test fails with a message saying so,
 //! rather than passing silently.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,17 +30,8 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// so the boot step's config quoting is exercised too.
 const PASSWORD: &str = "test pass\"word";
 
-/// `n` distinct free loopback ports: all listeners are held until every
-/// port is chosen, so two processes of this test never get the same port.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
-}
+mod procs;
+use procs::{free_ports, require, tempdir};
 
 /// Children are killed when the test ends, pass or fail.
 struct Procs(Vec<Option<Child>>);
@@ -52,26 +42,6 @@ impl Drop for Procs {
             let _ = c.start_kill();
         }
     }
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "push-op-{tag}-{}-{}",
-        std::process::id(),
-        free_ports(1)[0]
-    ));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-fn require(bin: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{bin} not found: install redis-server and redis-sentinel (make test-operator does)"
-    );
 }
 
 /// Standard output and error of a process, appended to `log`.

@@ -178,17 +178,8 @@ async fn accept_loop(
     let router = router(state.clone());
     let user_timeout = state.node.config.idle_timeout;
     loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((tcp, peer)) = accept(&listener, &stop, "accept").await else {
+            return;
         };
         // A peer that stops acknowledging our writes for this long fails them,
         // so a client that stops reading cannot pin a connection forever.
@@ -212,6 +203,28 @@ async fn accept_loop(
 /// The separate metrics port (`metrics_listen`): `/metrics` only, so that
 /// scrapes need no route to the public port and the public port does not
 /// show the metrics (docs/operations.md).
+/// The next connection, or `None` once `stop` is cancelled. A failed accept
+/// (out of file descriptors and the like) is logged, and after a short back
+/// off the listener keeps serving.
+async fn accept(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    tracing::warn!("{what} failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 async fn metrics_loop(
     state: AppState,
     listener: TcpListener,
@@ -223,16 +236,8 @@ async fn metrics_loop(
         .fallback(|| async { Error::not_found() })
         .with_state(state);
     loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("metrics accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((tcp, peer)) = accept(&listener, &stop, "metrics accept").await else {
+            return;
         };
         let router = router.clone();
         let stop = stop.clone();

@@ -20,7 +20,9 @@ async fn ack_sub(s: &TestServer, channel: &str) -> Ws {
 
 #[tokio::test]
 async fn a_client_that_acks_gets_each_message_once() {
-    let s = start(&["--ack-timeout", "200ms", "--ack-window", "4"]).await;
+    // 1 s: long enough that a machine busy with other tests cannot delay an
+    // ack past it (200 ms did: a redelivery then reads as a duplicate).
+    let s = start(&["--ack-timeout", "1s", "--ack-window", "4"]).await;
     let mut ws = ack_sub(&s, "acked").await;
     let ids = publish_numbers(&s, "acked", 50).await;
     let mut got = Vec::new();
@@ -37,7 +39,7 @@ async fn a_client_that_acks_gets_each_message_once() {
     }
     assert_eq!(got, ids, "in order, each once");
     // Proving that nothing more comes needs time to pass: three ack timeouts.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     ws_send(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(
         ws_next(&mut ws).await["type"],
