@@ -175,73 +175,57 @@ func decode(raw []byte) ([]podSpec, error) {
 	if h.Metadata.Namespace != "" {
 		ref = h.Kind + "/" + h.Metadata.Namespace + "/" + h.Metadata.Name
 	}
-	// Strict decoding: a misspelt field (say "securityContex") is an error
-	// here rather than a silently missing setting.
-	strict := func(into interface{}) error { return yaml.UnmarshalStrict(raw, into) }
+	// Each kind: the object to decode into and where its pod template is
+	// once decoded (a ReplicationController's may be absent).
+	var obj interface{}
+	var pod func() (*metav1.ObjectMeta, *corev1.PodSpec)
+	fromTemplate := func(t *corev1.PodTemplateSpec) func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+		return func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &t.ObjectMeta, &t.Spec }
+	}
 	switch h.Kind {
 	case "Pod":
-		var o corev1.Pod
-		if err := strict(&o); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		return []podSpec{{ref, &o.ObjectMeta, &o.Spec}}, nil
-	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
-		var tmpl *corev1.PodTemplateSpec
-		switch h.Kind {
-		case "Deployment":
-			var o appsv1.Deployment
-			if err := strict(&o); err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
-			}
-			tmpl = &o.Spec.Template
-		case "StatefulSet":
-			var o appsv1.StatefulSet
-			if err := strict(&o); err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
-			}
-			tmpl = &o.Spec.Template
-		case "DaemonSet":
-			var o appsv1.DaemonSet
-			if err := strict(&o); err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
-			}
-			tmpl = &o.Spec.Template
-		case "ReplicaSet":
-			var o appsv1.ReplicaSet
-			if err := strict(&o); err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
-			}
-			tmpl = &o.Spec.Template
-		}
-		return []podSpec{{ref, &tmpl.ObjectMeta, &tmpl.Spec}}, nil
+		o := &corev1.Pod{}
+		obj, pod = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) { return &o.ObjectMeta, &o.Spec }
+	case "Deployment":
+		o := &appsv1.Deployment{}
+		obj, pod = o, fromTemplate(&o.Spec.Template)
+	case "StatefulSet":
+		o := &appsv1.StatefulSet{}
+		obj, pod = o, fromTemplate(&o.Spec.Template)
+	case "DaemonSet":
+		o := &appsv1.DaemonSet{}
+		obj, pod = o, fromTemplate(&o.Spec.Template)
+	case "ReplicaSet":
+		o := &appsv1.ReplicaSet{}
+		obj, pod = o, fromTemplate(&o.Spec.Template)
 	case "ReplicationController":
-		var o corev1.ReplicationController
-		if err := strict(&o); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
+		o := &corev1.ReplicationController{}
+		obj, pod = o, func() (*metav1.ObjectMeta, *corev1.PodSpec) {
+			if o.Spec.Template == nil {
+				return nil, nil
+			}
+			return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec
 		}
-		if o.Spec.Template == nil {
-			return nil, nil
-		}
-		return []podSpec{{ref, &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec}}, nil
 	case "Job":
-		var o batchv1.Job
-		if err := strict(&o); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		return []podSpec{{ref, &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec}}, nil
+		o := &batchv1.Job{}
+		obj, pod = o, fromTemplate(&o.Spec.Template)
 	case "CronJob":
-		var o batchv1.CronJob
-		if err := strict(&o); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		t := &o.Spec.JobTemplate.Spec.Template
-		return []podSpec{{ref, &t.ObjectMeta, &t.Spec}}, nil
+		o := &batchv1.CronJob{}
+		obj, pod = o, fromTemplate(&o.Spec.JobTemplate.Spec.Template)
 	case "PodTemplate":
-		var o corev1.PodTemplate
-		if err := strict(&o); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		return []podSpec{{ref, &o.Template.ObjectMeta, &o.Template.Spec}}, nil
+		o := &corev1.PodTemplate{}
+		obj, pod = o, fromTemplate(&o.Template)
+	default:
+		return nil, nil
 	}
-	return nil, nil
+	// Strict decoding: a misspelt field (say "securityContex") is an error
+	// here rather than a silently missing setting.
+	if err := yaml.UnmarshalStrict(raw, obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	meta, spec := pod()
+	if spec == nil {
+		return nil, nil
+	}
+	return []podSpec{{ref, meta, spec}}, nil
 }
