@@ -343,23 +343,29 @@ fn has_value(secret: &Secret, key: &str) -> bool {
         .is_some_and(|v| !v.0.is_empty())
 }
 
+/// The Secret `name`; when `generate` names keys, the operator's own Secret
+/// with random values for them, created if it is missing.
+async fn find_secret(
+    api: &Api<Secret>,
+    pc: &PushCluster,
+    names: &Names,
+    name: &str,
+    generate: Option<&[&str]>,
+) -> Result<Option<Secret>> {
+    let generated = generate
+        .map(|keys| generated_secret(pc, names, name.to_string(), keys))
+        .transpose()?;
+    get_or_create_secret(api, name, generated).await
+}
+
 /// Checks the auth Secret and reads the Redis password, generating the
 /// operator's own Secrets when `spec.auth` / `spec.redis.auth` are unset.
 async fn secrets(ctx: &Context, pc: &PushCluster, names: &Names) -> Result<Secrets> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let mut out = Secrets::default();
     if let ServerAuth::Secret { name, generated } = security::server_auth(pc, names) {
-        let gen = if generated {
-            Some(generated_secret(
-                pc,
-                names,
-                name.clone(),
-                &security::GENERATED_AUTH_KEYS,
-            )?)
-        } else {
-            None
-        };
-        let found = get_or_create_secret(&api, &name, gen).await?;
+        let keys: &[&str] = &security::GENERATED_AUTH_KEYS;
+        let found = find_secret(&api, pc, names, &name, generated.then_some(keys)).await?;
         let ok = found
             .as_ref()
             .is_some_and(|s| AUTH_KEYS.iter().any(|k| has_value(s, k)));
@@ -385,17 +391,8 @@ async fn secrets(ctx: &Context, pc: &PushCluster, names: &Names) -> Result<Secre
         generated,
     }) = security::redis_password(pc, names)
     {
-        let gen = if generated {
-            Some(generated_secret(
-                pc,
-                names,
-                name.clone(),
-                &[security::REDIS_PASSWORD_KEY],
-            )?)
-        } else {
-            None
-        };
-        let found = get_or_create_secret(&api, &name, gen).await?;
+        let keys: &[&str] = &[security::REDIS_PASSWORD_KEY];
+        let found = find_secret(&api, pc, names, &name, generated.then_some(keys)).await?;
         let password = found
             .as_ref()
             .and_then(|s| s.data.as_ref()?.get(&key).cloned())
