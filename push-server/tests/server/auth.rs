@@ -273,12 +273,16 @@ async fn publishers_need_a_key_or_a_publish_grant() {
     )
     .await;
     assert_eq!(ws_next(&mut ws).await["type"], "published");
+    let forbidden = "push_publish_errors_total{code=\"forbidden\"}";
+    let before = metric(&s, forbidden).await;
     ws_send(
         &mut ws,
         json!({"type": "publish", "channel": "other", "data": 1}),
     )
     .await;
     assert_eq!(ws_next(&mut ws).await["code"], "forbidden");
+    // A refused WebSocket publish is counted like an HTTP one.
+    assert_eq!(metric(&s, forbidden).await, before + 1.0);
 }
 
 fn openssl(args: &[&str]) {
