@@ -297,7 +297,6 @@ impl RedisBroker {
 async fn health(shared: Arc<Shared>, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_reason: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -309,22 +308,19 @@ async fn health(shared: Arc<Shared>, stop: tokio_util::sync::CancellationToken) 
                 async move { redis::cmd("PING").query_async::<()>(&mut c).await }.boxed()
             })
             .await;
-        let ok = result.is_ok();
-        let was = shared.commands_up.swap(ok, Ordering::Relaxed);
-        match result {
-            Ok(()) if !was => tracing::info!("redis reachable"),
-            // The reason (refused, timed out, NOAUTH, WRONGPASS…) once per
-            // change of reason, not every half second.
-            Err(e) if was || last_reason.as_ref() != Some(&e.to_string()) => {
-                tracing::warn!(reason = %e, "redis unreachable");
-                last_reason = Some(e.to_string());
+        let reason = result.err().map(|e| e.to_string());
+        let was = shared.commands_up.swap(reason.is_none(), Ordering::Relaxed);
+        let mut down = shared.down_reason.lock().unwrap_or_else(|e| e.into_inner());
+        // The reason (refused, timed out, NOAUTH, WRONGPASS…) is logged once
+        // per change of reason, not every half second.
+        match &reason {
+            None if !was => tracing::info!("redis reachable"),
+            Some(r) if was || down.as_ref() != Some(r) => {
+                tracing::warn!(reason = %r, "redis unreachable")
             }
             _ => {}
         }
-        if ok {
-            last_reason = None;
-        }
-        *shared.down_reason.lock().unwrap_or_else(|e| e.into_inner()) = last_reason.clone();
+        *down = reason;
     }
 }
 
