@@ -1,32 +1,15 @@
 //! Unit tests of the object builders: defaults, overrides, Cluster mode,
 //! autoscaling on and off.
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Container};
-use push_operator::crd::{PushCluster, RedisMode};
+use k8s_openapi::api::core::v1::Container;
+use push_operator::crd::RedisMode;
 use push_operator::objects::{self, Desired, Settings};
 
-fn pc(spec_yaml: &str) -> PushCluster {
-    let doc = format!(
-        "apiVersion: push.dev/v1alpha1\nkind: PushCluster\nmetadata: {{name: demo, namespace: realtime, uid: 1234-uid}}\nspec:\n{spec_yaml}"
-    );
-    serde_yaml::from_str(&doc).expect("test manifest parses")
-}
-
-fn built(pc: &PushCluster) -> Vec<Desired> {
-    objects::desired(pc, &Settings::default()).expect("builders succeed")
-}
+mod manifest;
+use manifest::{built, deployment, pc};
 
 fn ids(objs: &[Desired]) -> Vec<String> {
     objs.iter().map(Desired::id).collect()
-}
-
-fn deployment(objs: &[Desired]) -> &Deployment {
-    objs.iter()
-        .find_map(|o| match o {
-            Desired::Deployment(d) => Some(d),
-            _ => None,
-        })
-        .expect("a Deployment")
 }
 
 fn server_container(objs: &[Desired]) -> Container {

@@ -13,12 +13,8 @@ use push_operator::objects::{self, monitoring, Desired, Names, Settings};
 use serde_json::{json, Value};
 use tower_test::mock;
 
-fn pc(spec_yaml: &str) -> PushCluster {
-    let doc = format!(
-        "apiVersion: push.dev/v1alpha1\nkind: PushCluster\nmetadata: {{name: demo, namespace: realtime, uid: 1234-uid}}\nspec:\n{spec_yaml}"
-    );
-    serde_yaml::from_str(&doc).expect("test manifest parses")
-}
+mod manifest;
+use manifest::pc;
 
 fn names(pc: &PushCluster) -> Names {
     Names::new(pc, &Settings::default()).expect("names")

@@ -10,25 +10,8 @@ use push_operator::crd::PushCluster;
 use push_operator::objects::{self, Desired, Settings};
 use push_operator::Error;
 
-fn pc(spec_yaml: &str) -> PushCluster {
-    let doc = format!(
-        "apiVersion: push.dev/v1alpha1\nkind: PushCluster\nmetadata: {{name: demo, namespace: realtime, uid: 1234-uid}}\nspec:\n{spec_yaml}"
-    );
-    serde_yaml::from_str(&doc).expect("test manifest parses")
-}
-
-fn built(pc: &PushCluster) -> Vec<Desired> {
-    objects::desired(pc, &Settings::default()).expect("builders succeed")
-}
-
-fn deployment(objs: &[Desired]) -> &Deployment {
-    objs.iter()
-        .find_map(|o| match o {
-            Desired::Deployment(d) => Some(d),
-            _ => None,
-        })
-        .expect("a Deployment")
-}
+mod manifest;
+use manifest::{built, deployment, pc};
 
 fn statefulset<'a>(objs: &'a [Desired], name: &str) -> &'a StatefulSet {
     objs.iter()
