@@ -213,7 +213,10 @@ test("draining and max_connection_lifetime reconnect without loss", async () => 
 test("token expiry: refreshed through getToken, no message lost; a static expired token stops", async () => {
   const secret = "client-test-secret";
   const key = "client-test-publish-key";
-  const server = await startServer({ args: ["--jwt-secret", secret, "--publish-key", key] });
+  // The reconnect after `token_expired` waits the server's retry_ms with
+  // jitter (up to ~2.5 s); at 50 msg/s that can outrun the default 100
+  // messages of history and read as a `reset`, so history covers the test.
+  const server = await startServer({ args: ["--jwt-secret", secret, "--publish-key", key, "--history-size", "10000"] });
   // Tokens valid ~1 s (+5 s of server leeway): the live connection is told
   // `token_expired` and the client must come back with a new token.
   const mint = (ttl) => hs256({ sub: "alice", exp: Math.floor(Date.now() / 1000) + ttl, channels: ["secure"] }, secret);
