@@ -17,8 +17,9 @@
 //! - `transport`: one connection's life, written once over a small
 //!   `Transport` trait (`transport::core`): subscriptions, resume,
 //!   heartbeats, idle timeout, lifetime, drain, token expiry, slow
-//!   consumers, acknowledged delivery (`transport::acks`). WebSocket and SSE
-//!   supply framing and I/O only (`transport::ws`, `transport::sse`).
+//!   consumers, acknowledged delivery (`transport::acks`); the read is
+//!   polled only once it woke the task (`transport::gate`). WebSocket and
+//!   SSE supply framing and I/O only (`transport::ws`, `transport::sse`).
 //! - `node`: the facade handlers and connections talk to — subscribe,
 //!   resume, publish (the one publish path), history, presence, admission,
 //!   the drain — over the hub (`node::hub`: local subscriptions and fan-out

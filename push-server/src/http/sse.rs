@@ -11,7 +11,10 @@
 //! events), and the client's closing is noticed by a read readiness wait.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -93,7 +96,8 @@ pub(super) async fn handler(
     // so a client that stops reading stops the connection's writes.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let _ = tx.try_send(Bytes::from(first));
-    tokio::spawn(core.run(opened.with(BodySink(tx)), false, Vec::new()));
+    let sink = BodySink { tx, closed: None };
+    tokio::spawn(core.run(opened.with(sink), false, Vec::new()));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         let chunk = rx.recv().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), rx))
@@ -110,16 +114,25 @@ pub(super) async fn handler(
 }
 
 /// The events of a hyper-served stream: into its response body.
-struct BodySink(mpsc::Sender<Bytes>);
+struct BodySink {
+    tx: mpsc::Sender<Bytes>,
+    /// Resolves when hyper dropped the body (the client is gone): kept, so
+    /// that its waiter stays registered between polls.
+    closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
 
 impl EventSink for BodySink {
     async fn write(&mut self, bytes: Vec<u8>) -> Result<(), Gone> {
-        self.0.send(Bytes::from(bytes)).await.map_err(|_| Gone)
+        self.tx.send(Bytes::from(bytes)).await.map_err(|_| Gone)
     }
 
-    async fn closed(&mut self) {
-        // hyper drops the body when the client is gone.
-        self.0.closed().await;
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let tx = &self.tx;
+        let closed = self.closed.get_or_insert_with(|| {
+            let tx = tx.clone();
+            Box::pin(async move { tx.closed().await })
+        });
+        closed.as_mut().poll(cx)
     }
 
     async fn finish(&mut self) {}
@@ -201,17 +214,21 @@ impl EventSink for RawSink {
     }
 
     /// Anything the client sends on an event stream is read and ignored.
-    async fn closed(&mut self) {
+    /// The socket keeps the read waker (no waiter to register per poll).
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut sink = [0u8; 64];
         loop {
-            if self.0.readable().await.is_err() {
-                return;
+            // Tokio's budget makes this pending now and then, so a client
+            // sending without end cannot hold the worker.
+            if ready!(self.0.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
             }
             match self.0.try_read(&mut sink) {
-                Ok(0) => return,
+                Ok(0) => return Poll::Ready(()),
                 Ok(_) => {}
+                // Clears the readiness: the next poll registers the waker.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+                Err(_) => return Poll::Ready(()),
             }
         }
     }

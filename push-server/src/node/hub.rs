@@ -79,6 +79,9 @@ pub struct ConnShared {
     closed: AtomicBool,
     /// Non-zero once kicked; the first reason wins.
     kick: AtomicU8,
+    /// The transport's read may have something: set by its waker (see
+    /// `transport::gate`), taken before it is polled.
+    pub read_woken: AtomicBool,
     /// Wakes waiters of [`ConnShared::kicked`] (a write stuck behind a full
     /// socket); the main loop learns of kicks from [`Receiver::recv`].
     kicked: Notify,
@@ -165,6 +168,7 @@ impl ConnShared {
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
             kick: AtomicU8::new(0),
+            read_woken: AtomicBool::new(true),
             kicked: Notify::new(),
             user,
         });
@@ -215,6 +219,12 @@ impl ConnShared {
         if self.kick(Kick::SlowConsumer) {
             metrics.slow_consumer_disconnects.inc();
         }
+    }
+
+    /// Marks the transport's read woken and wakes the connection's task.
+    pub fn wake_read(&self) {
+        self.read_woken.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Why the connection was kicked, if it was.

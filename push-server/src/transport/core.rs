@@ -17,12 +17,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::acks::{AckLimits, Acks, Overflow};
+use super::gate;
 use crate::auth::Principal;
 use crate::config::Config;
 use crate::metrics;
@@ -74,8 +76,10 @@ pub(crate) trait Transport: Send {
     /// Writes the heartbeat (WebSocket Ping, SSE `: ping`).
     fn heartbeat(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
 
-    /// Resolves with the next thing the client sent that matters.
-    fn recv(&mut self) -> impl Future<Output = Received> + Send;
+    /// The next thing the client sent that matters, if any. `Pending`
+    /// leaves `cx`'s waker registered (state lives in the transport, not in
+    /// a future): the core polls again only once it fired (`super::gate`).
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received>;
 
     /// Says why the connection ends (best effort, briefly) and closes it.
     fn close(&mut self, why: Disconnect, retry_ms: u64) -> impl Future<Output = ()> + Send;
@@ -327,7 +331,9 @@ impl<T: Transport> Conn<T> {
                             // Under a steady backlog the queue is never
                             // empty: read what the client sent (acks) now.
                             streak = 0;
-                            if let Some(received) = self.io.recv().now_or_never() {
+                            let shared = &self.core.session.shared;
+                            let read = gate::recv(shared, &mut self.io);
+                            if let Some(received) = read.now_or_never() {
                                 if let Err(end) = self.on_received(received, &mut at).await {
                                     return end;
                                 }
@@ -335,7 +341,7 @@ impl<T: Transport> Conn<T> {
                         }
                     }
                 },
-                received = self.io.recv() => {
+                received = gate::recv(&self.core.session.shared, &mut self.io) => {
                     streak = 0;
                     if let Err(end) = self.on_received(received, &mut at).await {
                         return end;

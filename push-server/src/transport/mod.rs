@@ -5,5 +5,6 @@
 
 pub(crate) mod acks;
 pub(crate) mod core;
+mod gate;
 pub(crate) mod sse;
 pub(crate) mod ws;

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::core::{Core, Gone, Received, Transport};
@@ -20,8 +21,9 @@ pub(crate) const RETRY_MS: u64 = 2000;
 pub(crate) trait EventSink: Send {
     /// Writes one chunk of events.
     fn write(&mut self, bytes: Vec<u8>) -> impl Future<Output = Result<(), Gone>> + Send;
-    /// Resolves when the client went away. Anything it sends is ignored.
-    fn closed(&mut self) -> impl Future<Output = ()> + Send;
+    /// Ready once the client went away; anything it sends is ignored.
+    /// `Pending` leaves `cx`'s waker registered (see `Transport::poll_recv`).
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()>;
     /// Ends the stream after the last event.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
 }
@@ -133,9 +135,8 @@ impl<S: EventSink> Transport for Sse<S> {
         self.sink.write(b": ping\n\n".to_vec()).await
     }
 
-    async fn recv(&mut self) -> Received {
-        self.sink.closed().await;
-        Received::Gone
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
+        self.sink.poll_closed(cx).map(|()| Received::Gone)
     }
 
     async fn close(&mut self, why: Disconnect, retry_ms: u64) {

@@ -3,10 +3,11 @@
 //! [`super::core`]'s.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 
 use super::core::{Gone, Received, Transport};
 use crate::config::Config;
@@ -62,14 +63,15 @@ impl Transport for Ws {
             .map_err(|_| Gone)
     }
 
-    async fn recv(&mut self) -> Received {
-        match self.0.recv().await {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
+        // tokio-tungstenite keeps the read waker until the socket is readable.
+        self.0.poll_next_unpin(cx).map(|next| match next {
             Some(Ok(WsMessage::Text(text))) => Received::Text(text),
             Some(Ok(WsMessage::Binary(_))) => Received::Binary,
             // tungstenite answers Pings itself; both count as activity.
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Received::Activity,
             Some(Ok(WsMessage::Close(_)) | Err(_)) | None => Received::Gone,
-        }
+        })
     }
 
     async fn close(&mut self, why: Disconnect, retry_ms: u64) {
