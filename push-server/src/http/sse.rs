@@ -21,6 +21,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -126,6 +127,12 @@ impl EventSink for BodySink {
         self.tx.send(Bytes::from(bytes)).await.map_err(|_| Gone)
     }
 
+    /// One chunk for the body: copied (this path is the rare one).
+    async fn write_buf<B: Buf + Send>(&mut self, buf: &mut B) -> Result<(), Gone> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        self.tx.send(bytes).await.map_err(|_| Gone)
+    }
+
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let tx = &self.tx;
         let closed = self.closed.get_or_insert_with(|| {
@@ -211,6 +218,11 @@ struct RawSink(TcpStream);
 impl EventSink for RawSink {
     async fn write(&mut self, bytes: Vec<u8>) -> Result<(), Gone> {
         self.0.write_all(&bytes).await.map_err(|_| Gone)
+    }
+
+    /// Vectored: tokio passes up to 64 of `buf`'s chunks per `writev`.
+    async fn write_buf<B: Buf + Send>(&mut self, buf: &mut B) -> Result<(), Gone> {
+        self.0.write_all_buf(buf).await.map_err(|_| Gone)
     }
 
     /// Anything the client sends on an event stream is read and ignored.

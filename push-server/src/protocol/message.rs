@@ -136,8 +136,12 @@ pub struct Message {
     pub accepted: Instant,
     /// `{"type":"message","channel":…,"id":…,"data":…}`, shared by all WS subscribers.
     ws_frame: Utf8Bytes,
-    /// `event: message\ndata: <envelope>\n\n`, shared by all SSE subscribers.
-    sse_event: Bytes,
+    /// `id: <id>\nevent: message\ndata: <envelope>\n\n`, shared by all SSE
+    /// subscribers: whole for a stream of one channel (its cursor is the
+    /// id), after the `id:` line for the others.
+    sse: Bytes,
+    /// Length of the `id:` line at the start of `sse`.
+    sse_id_len: u8,
 }
 
 impl Message {
@@ -172,7 +176,11 @@ impl Message {
         let ws_frame = Utf8Bytes::try_from(ws.freeze())
             .unwrap_or_else(|_| Utf8Bytes::from("{\"type\":\"message\"}"));
 
-        let mut sse = BytesMut::with_capacity(SSE_PREFIX.len() + body_len + 3);
+        let sse_id_len = 5 + id_len;
+        let mut sse = BytesMut::with_capacity(sse_id_len + SSE_PREFIX.len() + body_len + 3);
+        sse.put_slice(b"id: ");
+        sse.put_slice(id_text);
+        sse.put_u8(b'\n');
         sse.put_slice(SSE_PREFIX);
         sse.put_u8(b'{');
         put_envelope_tail(&mut sse);
@@ -182,7 +190,9 @@ impl Message {
             id,
             accepted,
             ws_frame,
-            sse_event: sse.freeze(),
+            sse: sse.freeze(),
+            // At most 5 + 41 bytes (the id buffer above).
+            sse_id_len: sse_id_len as u8,
         }
     }
 
@@ -191,15 +201,22 @@ impl Message {
         &self.ws_frame
     }
 
-    /// The SSE event without its `id:` line (shared bytes).
-    pub fn sse_event(&self) -> &Bytes {
-        &self.sse_event
+    /// The SSE event without its `id:` line, for streams whose cursor
+    /// holds more than this id.
+    pub fn sse_event(&self) -> &[u8] {
+        &self.sse[usize::from(self.sse_id_len)..]
+    }
+
+    /// The SSE event with `id: <this id>`: the whole event of a stream of
+    /// one channel (shared bytes).
+    pub fn sse_framed(&self) -> &Bytes {
+        &self.sse
     }
 
     /// The envelope JSON `{"channel","id","data"}` (shared bytes).
     pub fn envelope(&self) -> Bytes {
-        self.sse_event
-            .slice(SSE_PREFIX.len()..self.sse_event.len() - 2)
+        let start = usize::from(self.sse_id_len) + SSE_PREFIX.len();
+        self.sse.slice(start..self.sse.len() - 2)
     }
 }
 
@@ -348,7 +365,11 @@ mod tests {
             m.ws_frame().as_str(),
             r#"{"type":"message","channel":"news","id":"7-1","data":{"a":[1,2]}}"#
         );
-        assert_eq!(&m.sse_event()[..], b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
+        assert_eq!(m.sse_event(), b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
+        assert_eq!(
+            &m.sse_framed()[..],
+            [&b"id: 7-1\n"[..], m.sse_event()].concat()
+        );
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! [`super::core`]'s.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Buf;
 
 use super::core::{Core, Gone, Received, Transport};
 use crate::config::Config;
@@ -21,6 +24,12 @@ pub(crate) const RETRY_MS: u64 = 2000;
 pub(crate) trait EventSink: Send {
     /// Writes one chunk of events.
     fn write(&mut self, bytes: Vec<u8>) -> impl Future<Output = Result<(), Gone>> + Send;
+    /// Writes the events of `buf`, scattered over shared buffers (vectored
+    /// where the sink can).
+    fn write_buf<B: Buf + Send>(
+        &mut self,
+        buf: &mut B,
+    ) -> impl Future<Output = Result<(), Gone>> + Send;
     /// Ready once the client went away; anything it sends is ignored.
     /// `Pending` leaves `cx`'s waker registered (see `Transport::poll_recv`).
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()>;
@@ -118,10 +127,16 @@ impl<S: EventSink> Transport for Sse<S> {
     }
 
     async fn write_messages(&mut self, batch: &[Arc<Message>]) -> Result<(), Gone> {
-        let Some(first) = batch.first() else {
+        let Some(last) = batch.last() else {
             return Ok(());
         };
-        let mut out = Vec::with_capacity(batch.len() * (first.sse_event().len() + 40));
+        if let [position] = &mut self.opened.positions[..] {
+            // One channel: the cursor is the message's id, which its shared
+            // event already carries. No copy, one vectored write.
+            *position = last.id;
+            return self.sink.write_buf(&mut Framed::new(batch)).await;
+        }
+        let mut out = Vec::with_capacity(batch.len() * (last.sse_event().len() + 40));
         self.opened.encode(batch, &mut out);
         self.sink.write(out).await
     }
@@ -145,5 +160,119 @@ impl<S: EventSink> Transport for Sse<S> {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.write(event)).await;
         }
         self.sink.finish().await;
+    }
+}
+
+/// The shared framed events of a batch as one [`Buf`], for a vectored
+/// write of every message in it (a writev takes at most 64 of them, and a
+/// batch holds at most `WRITE_BATCH`).
+struct Framed<'a> {
+    rest: &'a [Arc<Message>],
+    /// Bytes of `rest[0]` already written.
+    at: usize,
+    left: usize,
+}
+
+impl<'a> Framed<'a> {
+    fn new(batch: &'a [Arc<Message>]) -> Framed<'a> {
+        let left = batch.iter().map(|m| m.sse_framed().len()).sum();
+        Framed {
+            rest: batch,
+            at: 0,
+            left,
+        }
+    }
+}
+
+impl Buf for Framed<'_> {
+    fn remaining(&self) -> usize {
+        self.left
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.rest
+            .first()
+            .map_or(&[], |m| &m.sse_framed()[self.at..])
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.left -= n.min(self.left);
+        while let Some(first) = self.rest.first() {
+            let here = first.sse_framed().len() - self.at;
+            if n < here {
+                self.at += n;
+                return;
+            }
+            n -= here;
+            self.at = 0;
+            self.rest = &self.rest[1..];
+        }
+    }
+
+    fn chunks_vectored<'b>(&'b self, dst: &mut [IoSlice<'b>]) -> usize {
+        let mut at = self.at;
+        let mut n = 0;
+        for (slot, m) in dst.iter_mut().zip(self.rest) {
+            *slot = IoSlice::new(&m.sse_framed()[at..]);
+            at = 0;
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Vec<Arc<Message>> {
+        (1..=3)
+            .map(|i| {
+                let data = format!("{{\"n\":{i}}}");
+                let at = std::time::Instant::now();
+                Arc::new(Message::new(
+                    "c".into(),
+                    MessageId::new(7, i),
+                    data.as_bytes(),
+                    at,
+                ))
+            })
+            .collect()
+    }
+
+    fn whole(batch: &[Arc<Message>]) -> Vec<u8> {
+        batch.iter().flat_map(|m| m.sse_framed().to_vec()).collect()
+    }
+
+    #[test]
+    fn framed_events_carry_the_cursor_of_a_one_channel_stream() {
+        let batch = batch();
+        let mut opened = Opened {
+            channels: vec!["c".into()],
+            positions: vec![MessageId::ZERO],
+        };
+        let mut encoded = Vec::new();
+        opened.encode(&batch, &mut encoded);
+        assert_eq!(encoded, whole(&batch));
+        let mut framed = Framed::new(&batch);
+        assert_eq!(framed.copy_to_bytes(framed.remaining()), whole(&batch));
+    }
+
+    #[test]
+    fn framed_resumes_after_partial_writes() {
+        let batch = batch();
+        let all = whole(&batch);
+        let first = batch[0].sse_framed().len();
+        // Partial writes: inside the first event, to its end, into the third.
+        for cut in [3, first, first + batch[1].sse_framed().len() + 2] {
+            let mut framed = Framed::new(&batch);
+            framed.advance(cut);
+            assert_eq!(framed.remaining(), all.len() - cut);
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = framed.chunks_vectored(&mut slices);
+            let rest: Vec<u8> = slices[..n].iter().flat_map(|s| s.to_vec()).collect();
+            assert_eq!(rest, all[cut..]);
+            assert_eq!(framed.chunk(), &slices[0][..]);
+        }
     }
 }
