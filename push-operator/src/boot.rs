@@ -263,11 +263,13 @@ mod tests {
         let obs = Observation {
             pods: vec![replica(2), replica(2), PodState::Down],
             sentinel_master: None,
+            failover_in_progress: false,
         };
         assert_eq!(sentinel_target(&obs), 2);
         let fresh = Observation {
             pods: vec![PodState::Down; 3],
             sentinel_master: None,
+            failover_in_progress: false,
         };
         assert_eq!(sentinel_target(&fresh), 0);
     }

@@ -217,38 +217,93 @@ pub fn is_misconfiguration(e: &Error) -> bool {
     .any(|w| m.contains(w))
 }
 
-/// What one Sentinel names as master, as an ordinal (`Ok(None)`: it does
-/// not monitor the group, or names an address that is not one of our pods).
-pub async fn sentinel_opinion(ep: &Endpoints, addr: &str) -> Result<Option<usize>> {
-    let reply = call(
-        ep,
-        addr,
-        &["SENTINEL", "get-master-addr-by-name", &ep.master_name],
-    )
-    .await?;
-    Ok(match reply {
-        Value::Array(items) => match (items.first().and_then(text), items.get(1).and_then(text)) {
-            (Some(h), Some(p)) => ordinal_of(&ep.pods, &h, &p),
-            _ => None,
-        },
-        _ => None,
-    })
+/// What one Sentinel says about the group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SentinelView {
+    /// The master it names, as an ordinal (`None`: it does not monitor the
+    /// group, or names an address that is not one of our pods).
+    pub master: Option<usize>,
+    /// `failover_in_progress` is among the master's flags.
+    pub failing_over: bool,
 }
 
-/// The master a quorum of the configured Sentinels names, as an ordinal.
-/// All Sentinels are asked at once.
-pub async fn sentinel_master(ep: &Endpoints) -> Option<usize> {
+/// Asks one Sentinel for the master's address and its flags (one connection,
+/// two commands).
+pub async fn sentinel_opinion(ep: &Endpoints, addr: &str) -> Result<SentinelView> {
+    timeout(CALL_TIMEOUT, async {
+        let mut conn = connect(ep, addr).await?;
+        let name = ep.master_name.as_str();
+        let reply = query(
+            &mut conn,
+            addr,
+            &["SENTINEL", "get-master-addr-by-name", name],
+        )
+        .await?;
+        let master = match reply {
+            Value::Array(items) => {
+                match (items.first().and_then(text), items.get(1).and_then(text)) {
+                    (Some(h), Some(p)) => ordinal_of(&ep.pods, &h, &p),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if master.is_none() {
+            return Ok(SentinelView::default());
+        }
+        let flags = query(&mut conn, addr, &["SENTINEL", "MASTER", name]).await?;
+        Ok(SentinelView {
+            master,
+            failing_over: master_flags(&flags)
+                .iter()
+                .any(|f| f == "failover_in_progress"),
+        })
+    })
+    .await
+    .map_err(|_| redis_err(addr, "timed out"))?
+}
+
+/// The `flags` field of a `SENTINEL MASTER` reply (a flat field/value list
+/// on RESP2, a map on RESP3), split at commas.
+fn master_flags(reply: &Value) -> Vec<String> {
+    let flags = match reply {
+        Value::Array(items) => items
+            .chunks(2)
+            .find(|kv| kv.first().and_then(text).as_deref() == Some("flags"))
+            .and_then(|kv| kv.get(1).and_then(text)),
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k).as_deref() == Some("flags"))
+            .and_then(|(_, v)| text(v)),
+        _ => None,
+    };
+    flags
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the configured Sentinels say, all asked at once: the master a
+/// quorum of them names, as an ordinal, and whether any reachable one is
+/// failing over.
+pub async fn sentinel_master(ep: &Endpoints) -> (Option<usize>, bool) {
     let quorum = ep.sentinels.len() / 2 + 1;
     let mut votes = vec![0usize; ep.pods.len()];
+    let mut failing_over = false;
     let opinions = join_all(ep.sentinels.iter().map(|s| sentinel_opinion(ep, s))).await;
     for (s, o) in ep.sentinels.iter().zip(opinions) {
         match o {
-            Ok(Some(i)) => votes[i] += 1,
-            Ok(None) => {}
+            Ok(view) => {
+                failing_over |= view.failing_over;
+                if let Some(i) = view.master {
+                    votes[i] += 1;
+                }
+            }
             Err(e) => tracing::debug!(sentinel = %s, error = %e, "sentinel not observed"),
         }
     }
-    votes.iter().position(|&v| v >= quorum)
+    (votes.iter().position(|&v| v >= quorum), failing_over)
 }
 
 /// Where to find the Redis pods and Sentinels, and how to log in.
@@ -303,10 +358,15 @@ pub async fn observe(ep: &Endpoints, booting: Option<(usize, bool)>) -> Observat
             _ => observe_pod(ep, addr).await,
         }
     }));
-    let (pods, sentinel_master) = tokio::join!(pods, sentinel_master(ep));
+    // Pods first, Sentinels after: a replica Sentinel promotes reports role
+    // master only once the failover has begun, and the flag stays set until
+    // it ends, so a "stray master" seen here is always seen with the flag.
+    let pods = pods.await;
+    let (sentinel_master, failover_in_progress) = sentinel_master(ep).await;
     Observation {
         pods,
         sentinel_master,
+        failover_in_progress,
     }
 }
 

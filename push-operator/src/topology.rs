@@ -26,9 +26,18 @@
 //!    Likewise a pod that boots with data never replicates from a master
 //!    that runs with an empty dataset: it waits (the chart's
 //!    `redis-boot.sh` applies the same rule).
+//!    A pod that Sentinel names master and that restarts *with* data while a
+//!    replica holding data is up waits for the failover too: its volume may
+//!    be behind them, and replicas rejoining a restarted master resync from
+//!    it in full, dropping what only they had ("restarted master resynced
+//!    to replicas", seen on the e2e cluster).
 //! 4. The master Service follows the real master: Sentinel's choice when it is
 //!    up and acting as master, nobody while a failover is pending
 //!    ("stale master Service", "no master after failover").
+//! 5. While a Sentinel reports a failover in progress, the operator changes
+//!    nothing and booting pods wait: the replica being promoted reports role
+//!    master before Sentinel names it ("operator demotes the replica Sentinel
+//!    is promoting", seen on the e2e cluster).
 
 /// What one Redis pod looks like right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +83,12 @@ pub struct Observation {
     /// `None` when no Sentinel answers or they do not agree or do not yet
     /// monitor anything.
     pub sentinel_master: Option<usize>,
+    /// A reachable Sentinel reports a failover of the group in progress
+    /// (`failover_in_progress` in `SENTINEL MASTER`'s flags). Its promoted
+    /// replica reports role master before Sentinel names it, so until the
+    /// failover ends nothing may be changed: a "stray master" then is the
+    /// one being promoted.
+    pub failover_in_progress: bool,
 }
 
 /// What a pod should be.
@@ -147,11 +162,28 @@ fn best_by_data(pods: &[PodState], candidates: impl Iterator<Item = usize>) -> O
 pub fn decide(obs: &Observation) -> Plan {
     let pods = &obs.pods;
     let n = pods.len();
-    match obs.sentinel_master.filter(|&m| m < n) {
+    let mut draft = match obs.sentinel_master.filter(|&m| m < n) {
         Some(m) => with_sentinel(pods, m),
         None => without_sentinel(pods),
+    };
+    if obs.failover_in_progress {
+        // Sentinel is moving the master: no command of ours may cross it
+        // (on a real cluster a REPLICAOF sent to the replica it had just
+        // promoted aborted the failover), and a booting pod waits for the
+        // outcome instead of following the master being replaced.
+        draft.actions.clear();
+        for (i, t) in draft.targets.iter_mut().enumerate() {
+            if matches!(pods.get(i), Some(PodState::Booting { .. })) {
+                *t = Some(Target::Wait(
+                    "Sentinel is failing over; waiting for its choice",
+                ));
+            }
+        }
+        draft
+            .summary
+            .push_str("; Sentinel is failing over, no changes until it ends");
     }
-    .finish(n)
+    draft.finish(n)
 }
 
 /// Intermediate result; [`Draft::finish`] fills the defaults.
@@ -218,6 +250,11 @@ fn with_sentinel(pods: &[PodState], m: usize) -> Draft {
             }
         }
         PodState::Booting { has_data } => {
+            let replica_with_data = (0..n).any(|i| {
+                i != m
+                    && matches!(&pods[i], PodState::Up(r) if r.keys > 0
+                        && matches!(r.role, Role::Replica { .. }))
+            });
             if !has_data && others_hold_data {
                 targets[m] = Some(Target::Wait(
                     "Sentinel still names this empty pod master while others hold data; waiting for failover",
@@ -225,6 +262,19 @@ fn with_sentinel(pods: &[PodState], m: usize) -> Draft {
                 (
                     None,
                     format!("pod {m} restarting empty; waiting for Sentinel to fail over"),
+                )
+            } else if replica_with_data {
+                // Its volume may be behind its replicas (the AOF is synced
+                // once a second; an RDB is older), and replicas that rejoin
+                // a restarted master resync in full from it, dropping what
+                // only they had. Sentinel promotes the replica with the
+                // highest offset instead; this pod then boots as a replica.
+                targets[m] = Some(Target::Wait(
+                    "Sentinel still names this restarted pod master while replicas hold data; waiting for failover",
+                ));
+                (
+                    None,
+                    format!("pod {m} restarting while replicas hold data; waiting for Sentinel to fail over"),
                 )
             } else {
                 // Its own data (or nobody has any): it may start as master.
@@ -412,7 +462,12 @@ mod tests {
         Observation {
             pods,
             sentinel_master,
+            failover_in_progress: false,
         }
+    }
+    fn failing_over(mut o: Observation) -> Observation {
+        o.failover_in_progress = true;
+        o
     }
 
     /// One row: a story, the observation, and what must come out.
@@ -572,8 +627,20 @@ mod tests {
                 actions: vec![Action::SentinelFailover],
             },
             Case {
-                story: "master restarted with its volume: it keeps the master role",
+                story: "master pod recreated with its volume while replicas hold data: it waits for Sentinel's failover \
+                        (its volume may be behind them, and they would resync in full from it)",
                 obs: obs(vec![Booting { has_data: true }, replica(0, 10, 500, false), replica(0, 10, 500, false)], Some(0)),
+                master: None,
+                targets: vec![
+                    Target::Wait("Sentinel still names this restarted pod master while replicas hold data; waiting for failover"),
+                    Target::Follow(0),
+                    Target::Follow(0),
+                ],
+                actions: vec![],
+            },
+            Case {
+                story: "master pod recreated with its volume, no replica up with data (whole set restarting): it is master",
+                obs: obs(vec![Booting { has_data: true }, Down, Booting { has_data: true }], Some(0)),
                 master: None,
                 targets: vec![Target::Master, Target::Follow(0), Target::Follow(0)],
                 actions: vec![],
@@ -595,6 +662,37 @@ mod tests {
                 master: None,
                 targets: vec![Target::Master, Target::Follow(0)],
                 actions: vec![],
+            },
+        ]);
+    }
+
+    #[test]
+    fn failover_in_progress() {
+        check(vec![
+            Case {
+                story: "Sentinel has just promoted pod 1 and still names the restarted pod 0: pod 1 is not demoted",
+                obs: failing_over(obs(vec![master(5, 100), master(10, 510), replica(0, 10, 500, false)], Some(0))),
+                master: Some(0),
+                targets: vec![Target::Master, Target::Follow(0), Target::Follow(0)],
+                actions: vec![],
+            },
+            Case {
+                story: "a pod booting during a failover waits for its outcome",
+                obs: failing_over(obs(vec![Down, master(10, 510), Booting { has_data: true }], Some(0))),
+                master: None,
+                targets: vec![
+                    Target::Master,
+                    Target::Follow(0),
+                    Target::Wait("Sentinel is failing over; waiting for its choice"),
+                ],
+                actions: vec![],
+            },
+            Case {
+                story: "the same observation once the failover ended: the stray master is made a replica",
+                obs: obs(vec![master(5, 100), master(10, 510), replica(0, 10, 500, false)], Some(0)),
+                master: Some(0),
+                targets: vec![Target::Master, Target::Follow(0), Target::Follow(0)],
+                actions: vec![Action::ReplicaOf { pod: 1, master: 0 }],
             },
         ]);
     }

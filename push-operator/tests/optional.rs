@@ -359,6 +359,7 @@ impl push_operator::controller::RedisOps for HealthyRedis {
                 }),
             ],
             sentinel_master: Some(0),
+            failover_in_progress: false,
         };
         Box::pin(async move { obs })
     }

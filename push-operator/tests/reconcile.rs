@@ -71,6 +71,7 @@ fn topology(master: usize, stray: Option<usize>) -> Arc<StubRedis> {
         obs: Observation {
             pods,
             sentinel_master: Some(master),
+            failover_in_progress: false,
         },
         executed: Mutex::new(Vec::new()),
         passwords: Mutex::new(Vec::new()),

@@ -2,7 +2,8 @@
 //! processes on loopback, all with a password (`requirepass`, Sentinel
 //! auth) as the operator deploys them: bootstrap from the boot step's
 //! decision, kill the master, restart it empty, and check that no data is
-//! lost and the master ends up where Sentinel put it.
+//! lost and the master ends up where Sentinel put it; then a `SENTINEL
+//! FAILOVER` during which the operator's plan changes nothing.
 //!
 //! Each process logs to a file in the test's temp dir; when the test fails
 //! the tail of every log is printed (look for `+tilt`, `-failover-abort-*`).
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use push_operator::boot::{self, SentinelSettings};
 use push_operator::redis_probe::{self, Endpoints};
-use push_operator::topology::{self, PodState, Role, Target};
+use push_operator::topology::{self, Action, PodState, Role, Target};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, Instant};
 
@@ -214,7 +215,10 @@ async fn failover_and_empty_restart_against_real_sentinel_with_auth() {
             "{conf}"
         );
         let path = sentinel_dir.join(format!("sentinel-{i}.conf"));
-        std::fs::write(&path, conf).expect("write sentinel conf");
+        // Loopback only, like the Redis processes: a wildcard bind of a
+        // port free on 127.0.0.1 can collide with a connection's local port
+        // on another address (it did while the e2e cluster ran).
+        std::fs::write(&path, format!("bind 127.0.0.1\n{conf}")).expect("write sentinel conf");
         procs.0.push(Some(start_sentinel(&path, &logs, i)));
     }
 
@@ -339,6 +343,40 @@ async fn failover_and_empty_restart_against_real_sentinel_with_auth() {
         "label target is Sentinel's new master"
     );
     assert_eq!(plan.targets[0], Target::Follow(new_master));
+
+    // A failover in flight: the replica Sentinel promotes reports role
+    // master before Sentinel names it. While a Sentinel reports the
+    // failover, the operator must send nothing (a REPLICAOF to the pod being
+    // promoted aborted a failover on the e2e cluster).
+    let before = new_master;
+    redis_probe::execute(&ep, &Action::SentinelFailover)
+        .await
+        .expect("SENTINEL FAILOVER");
+    let mut saw_flag = false;
+    let deadline = Instant::now() + DEADLINE;
+    let promoted = loop {
+        assert!(Instant::now() < deadline, "the failover did not end");
+        let obs = redis_probe::observe(&ep, None).await;
+        let plan = topology::decide(&obs);
+        if obs.failover_in_progress {
+            saw_flag = true;
+            assert!(
+                plan.actions.is_empty(),
+                "{:?} during a failover ({})",
+                plan.actions,
+                plan.summary
+            );
+        }
+        match obs.sentinel_master {
+            Some(m) if m != before && !obs.failover_in_progress => break m,
+            _ => sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert!(
+        saw_flag,
+        "failover_in_progress was never read from the Sentinels"
+    );
+    eprintln!("SENTINEL FAILOVER moved the master from pod {before} to pod {promoted}");
 
     for d in dirs.iter().chain([&sentinel_dir]) {
         let _ = std::fs::remove_dir_all(d);
