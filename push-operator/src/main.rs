@@ -208,7 +208,8 @@ async fn redis_boot(args: BootArgs) -> anyhow::Result<()> {
     } else {
         let has_data = boot::data_present(&args.data_dir);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_seconds);
-        boot::redis_boot(&ep, ordinal, has_data, deadline).await?
+        let fragment = boot::redis_boot(&ep, ordinal, has_data, deadline).await?;
+        format!("include {}\n{fragment}", redis_objects::REDIS_CONF)
     };
     write_private(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())

@@ -140,12 +140,22 @@ fn redis_statefulset_has_master_plus_replicas_and_pvcs() {
     assert!(args
         .windows(2)
         .any(|w| w[0] == "--redis-pods" && w[1] == "5"));
+    // redis-server runs the config the boot step wrote into the writable
+    // emptyDir, so Sentinel's CONFIG REWRITE after a failover lands there.
+    assert!(args
+        .windows(2)
+        .any(|w| w[0] == "--out" && w[1] == "/boot/redis.conf"));
+    let redis = &pod.containers[0];
+    assert_eq!(
+        redis.command.as_ref().unwrap()[..2],
+        ["redis-server".to_string(), "/boot/redis.conf".to_string()]
+    );
     let Desired::ConfigMap(cm) = find(&objs, "ConfigMap/demo-redis") else {
         panic!()
     };
     let conf = &cm.data.as_ref().unwrap()["redis.conf"];
     assert!(
-        conf.contains("include /boot/boot.conf"),
+        !conf.contains("replicaof"),
         "replicaof comes from the boot step"
     );
     assert!(conf.contains("appendonly yes"));

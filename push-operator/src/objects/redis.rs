@@ -37,11 +37,20 @@ fn protected_mode(insecure: bool) -> &'static str {
     }
 }
 
+/// Where the ConfigMap's redis.conf is mounted (read-only).
+pub const REDIS_CONF: &str = "/etc/redis/redis.conf";
+/// The config redis-server runs with, written by the boot step into the
+/// pod's `boot` emptyDir: `include` of [`REDIS_CONF`], then the `replicaof`
+/// line it decided and, unless Redis auth is insecure, `requirepass` /
+/// `masterauth` from `REDIS_PASSWORD` (the password never sits in the
+/// ConfigMap). Writable, so Sentinel's `CONFIG REWRITE` after a failover
+/// lands: a redis-server restarted in place keeps the role Sentinel gave
+/// it instead of the one it booted with (a promoted master restarting as a
+/// replica of its old master kept Sentinel from failing over for ~25 s).
+pub const REDIS_BOOT_CONF: &str = "/boot/redis.conf";
+
 /// Replication-mode redis.conf. Persistence is on (AOF + RDB on the PVC) so
-/// a restarted pod keeps its data; `include` pulls in the `replicaof` line
-/// the boot step decided and, unless Redis auth is insecure, the
-/// `requirepass`/`masterauth` lines it wrote from `REDIS_PASSWORD` (the
-/// password never sits in this ConfigMap).
+/// a restarted pod keeps its data. Included by [`REDIS_BOOT_CONF`].
 pub fn replication_conf(insecure: bool) -> String {
     [
         "port 6379",
@@ -54,7 +63,6 @@ pub fn replication_conf(insecure: bool) -> String {
         "replica-read-only yes",
         "replica-serve-stale-data yes",
         "repl-diskless-sync yes",
-        "include /boot/boot.conf",
         "",
     ]
     .join("\n")
@@ -245,7 +253,7 @@ pub fn replication(
                     "initContainers": [{
                         "name": "boot",
                         "image": settings.operator_image,
-                        "args": boot_args(pc, names, "redis", "/boot/boot.conf"),
+                        "args": boot_args(pc, names, "redis", REDIS_BOOT_CONF),
                         "env": pod_env(names, &pw),
                         "securityContext": container_security(),
                         "resources": helper,
@@ -259,7 +267,7 @@ pub fn replication(
                         "image": image,
                         // Runs as the redis user through the pod's
                         // securityContext, not the image entrypoint's gosu.
-                        "command": ["redis-server", "/etc/redis/redis.conf",
+                        "command": ["redis-server", REDIS_BOOT_CONF,
                             "--replica-announce-ip", "$(POD_FQDN)"],
                         "env": pod_env(names, &pw),
                         "ports": [{ "name": "redis", "containerPort": REDIS_PORT }],
