@@ -153,6 +153,12 @@ kill "${pids[1]}"; rm -rf "$tmp/data0"
 if boot 0 "$tmp/data0" 4; then fail "empty pod 0 became master over pod 1's data"; fi
 grep -q "waiting: Sentinel still names this empty pod master while a peer holds data" "$tmp/log" \
   || fail "pod 0 did not say why it waits"
+# The same pod 0 restarting *with* its volume waits too: pod 1 may hold
+# more than the volume, and would resync from it in full.
+mkdir -p "$tmp/old0"; printf 'REDIS0011 some earlier dataset' > "$tmp/old0/dump.rdb"
+if boot 0 "$tmp/old0" 4; then fail "restarted pod 0 became master over replica pod 1's data"; fi
+grep -q "waiting: Sentinel still names this restarted pod master while a replica holds data" "$tmp/log" \
+  || fail "restarted pod 0 did not say why it waits"
 # Without any Sentinel answering, a replica holding data with no master also
 # means wait (a failover is missing), not crown the empty pod 0.
 kill "${pids[3]}"
@@ -160,4 +166,4 @@ until_ "Sentinel of pod 1 stopped" bash -c "! redis-cli -p $s1 ping"
 if boot 0 "$tmp/data0" 4; then fail "empty pod 0 became master over a replica with data"; fi
 grep -q "replicas hold data but there is no master" "$tmp/log" || fail "pod 0 did not say why it waits"
 dbsize_is "$r1" 1 || fail "pod 1 lost its data"
-echo "ok   an empty pod never becomes master over a peer holding data"
+echo "ok   an empty or restarted pod never becomes master over a peer holding data"

@@ -11,6 +11,10 @@
 #   restarts with an empty volume while a peer holds data waits for Sentinel
 #   to fail over; a pod holding data never replicates from a master that
 #   answers with an empty dataset (that would wipe its data): it waits.
+# * Never a restarted master over replicas' data: a pod Sentinel still names
+#   master that restarts with data while a replica holding data answers waits
+#   for the failover too; its volume may be behind the replicas, which would
+#   resync from it in full. Sentinel promotes the most up-to-date replica.
 # * Only when no Sentinel answers: a running master holding data is the
 #   master; running replicas holding data without a master mean a failover
 #   is missing, so wait; otherwise (first install) pod 0 is master.
@@ -118,6 +122,20 @@ peer_has_data() {
   return 1
 }
 
+# Whether a peer answers as a replica holding data.
+replica_has_data() {
+  i=0
+  while [ "$i" -lt "$count" ]; do
+    if [ "$i" != "$ordinal" ]; then
+      set -- $(peer "$i")
+      k=$(keys "$1" "$2")
+      if [ -n "$k" ] && [ "$k" -gt 0 ] && [ "$(role "$1" "$2")" = slave ]; then return 0; fi
+    fi
+    i=$((i + 1))
+  done
+  return 1
+}
+
 # Decides once: sets master_host/master_port (empty host: this pod is
 # master), or prints why to wait and returns 1.
 decide() {
@@ -128,6 +146,10 @@ decide() {
     if [ "$1" = "$me_host" ] && [ "$2" = "$me_port" ]; then
       if [ "$has_data" = no ] && peer_has_data "" ""; then
         echo "waiting: Sentinel still names this empty pod master while a peer holds data"
+        return 1
+      fi
+      if [ "$has_data" = yes ] && replica_has_data; then
+        echo "waiting: Sentinel still names this restarted pod master while a replica holds data"
         return 1
       fi
       echo "Sentinel names this pod master"
