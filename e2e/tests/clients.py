@@ -5,6 +5,7 @@ messages, so a test can count accepted, delivered, lost and duplicated."""
 
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -112,12 +113,26 @@ class WsSubscriber(Subscriber):
 
 
 class SseSubscriber(Subscriber):
+    DEAD_STREAM_SECS = 45  # above the SSE heartbeat (default 15 s): only a dead stream is that quiet
+
     def __init__(self, base_url, channels, token=None):
         super().__init__()
         self.url = urllib.parse.urlparse(base_url)
         self.channels = channels
         self.token = token
         self.cursor = None
+        self.sock = None
+
+    def close(self):
+        self.stop.set()
+        with self.lock:
+            sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the session
+        super().close()
 
     def session(self):
         q = {"channels": ",".join(self.channels)}
@@ -131,13 +146,17 @@ class SseSubscriber(Subscriber):
         resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError(f"SSE {resp.status}: {resp.read()[:200]!r}")
+        # A timed-out read poisons a buffered socket file ("cannot read from
+        # timed out object"), so the stream is read blocking, with a timeout
+        # well above the heartbeat that only a dead stream reaches; close()
+        # wakes the read by shutting the socket down.
+        conn.sock.settimeout(self.DEAD_STREAM_SECS)
+        with self.lock:
+            self.sock = conn.sock
         event = {}
         try:
             while not self.stop.is_set():
-                try:
-                    line = resp.fp.readline()
-                except TimeoutError:
-                    continue
+                line = resp.fp.readline()
                 if not line:
                     return
                 line = line.decode().rstrip("\r\n")
