@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import jwt
-import pytest
 
 from clients import Publisher, WsSubscriber
 from conftest import AUTH, kjson, kubectl, service_url, wait_until
@@ -76,10 +75,6 @@ def run_through(c, disrupt, what):
     return old, new
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known failure found at the end of the issue-13 session (docs/e2e.md, Limits): after the "
-    "master pod is deleted, Sentinel may abort its failover (-failover-abort-no-good-slave) and "
-    "a rerun once missed accepted messages; runs, and is reported as XFAIL/XPASS, until fixed"))
 def test_master_pod_deleted(clusters):
     c = clusters["full"]
     assert c["spec"]["server"]["publishMinReplicas"] == 1
