@@ -143,6 +143,9 @@ class SseSubscriber(Subscriber):
         if self.cursor:
             headers["Last-Event-ID"] = self.cursor
         conn.request("GET", "/sse?" + urllib.parse.urlencode(q), headers=headers)
+        # Taken before getresponse(): a response without a length makes the
+        # connection hand its socket to the response (conn.sock becomes None).
+        sock = conn.sock
         resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError(f"SSE {resp.status}: {resp.read()[:200]!r}")
@@ -150,9 +153,9 @@ class SseSubscriber(Subscriber):
         # timed out object"), so the stream is read blocking, with a timeout
         # well above the heartbeat that only a dead stream reaches; close()
         # wakes the read by shutting the socket down.
-        conn.sock.settimeout(self.DEAD_STREAM_SECS)
+        sock.settimeout(self.DEAD_STREAM_SECS)
         with self.lock:
-            self.sock = conn.sock
+            self.sock = sock
         event = {}
         try:
             while not self.stop.is_set():
@@ -167,6 +170,7 @@ class SseSubscriber(Subscriber):
                     k, _, v = line.partition(":")
                     event[k] = v[1:] if v.startswith(" ") else v
         finally:
+            resp.close()
             conn.close()
 
     def dispatch(self, event):
