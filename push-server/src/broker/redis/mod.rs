@@ -81,14 +81,14 @@ if maxlen > 0 then
     redis.call('XTRIM', key, 'MAXLEN', maxlen - 1)
   end
 end
-local floor = nil
+local floor, now = nil, nil
 if fresh then
   -- A new stream vouches only for ids after its floor: an earlier stream
   -- expired a ttl after its last message, and data lost with Redis (a
   -- restart without persistence) also lost the epoch key. Read before the
   -- XADD, whose id is then not older than `now`.
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local epoch = tonumber(redis.call('GET', KEYS[2]))
   if not epoch then
     epoch = now
@@ -96,7 +96,10 @@ if fresh then
   end
   floor = math.max(now - ttl, epoch)
 end
-local id = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'd', ARGV[2])
+-- A fresh stream's first id is `now-1`, not `now-0`: a subscriber that read
+-- no stream in this same millisecond holds position `now-0` (the read
+-- script) and skips live ids at or below it, so `now-0` would be lost.
+local id = redis.call('XADD', key, 'MAXLEN', maxlen, now and (now .. '-1') or '*', 'd', ARGV[2])
 if maxlen == 0 then
   dropped = id
 elseif floor then
@@ -104,7 +107,7 @@ elseif floor then
   -- ahead of the clock (stepped back) vouches for nothing before this id.
   local ms = tonumber(string.match(id, '^(%d+)'))
   if floor >= ms then
-    dropped = id
+    dropped = ms .. '-0'
   else
     dropped = floor .. '-0'
   end
