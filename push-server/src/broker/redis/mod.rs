@@ -80,6 +80,10 @@ if maxlen > 0 then
     end
     redis.call('XTRIM', key, 'MAXLEN', maxlen - 1)
   end
+else
+  -- Pure pub/sub keeps an empty stream for its ids: a first id needs the
+  -- same care (below).
+  fresh = redis.call('EXISTS', key) == 0
 end
 local floor, now = nil, nil
 if fresh then
