@@ -254,18 +254,16 @@ pub async fn sentinel_opinion(ep: &Endpoints, addr: &str) -> Result<SentinelView
         let flags = query(&mut conn, addr, &["SENTINEL", "MASTER", name]).await?;
         Ok(SentinelView {
             master,
-            failing_over: master_flags(&flags)
-                .iter()
-                .any(|f| f == "failover_in_progress"),
+            failing_over: failing_over(&flags),
         })
     })
     .await
     .map_err(|_| redis_err(addr, "timed out"))?
 }
 
-/// The `flags` field of a `SENTINEL MASTER` reply (a flat field/value list
-/// on RESP2, a map on RESP3), split at commas.
-fn master_flags(reply: &Value) -> Vec<String> {
+/// Whether `failover_in_progress` is among the `flags` of a `SENTINEL
+/// MASTER` reply (a flat field/value list on RESP2, a map on RESP3).
+fn failing_over(reply: &Value) -> bool {
     let flags = match reply {
         Value::Array(items) => items
             .chunks(2)
@@ -277,11 +275,7 @@ fn master_flags(reply: &Value) -> Vec<String> {
             .and_then(|(_, v)| text(v)),
         _ => None,
     };
-    flags
-        .unwrap_or_default()
-        .split(',')
-        .map(str::to_owned)
-        .collect()
+    flags.is_some_and(|f| f.split(',').any(|f| f == "failover_in_progress"))
 }
 
 /// What the configured Sentinels say, all asked at once: the master a
@@ -406,6 +400,30 @@ fn expect_ok(addr: &str, reply: Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_failover_in_progress_from_sentinel_master() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let resp2 = |flags: &str| {
+            Value::Array(vec![
+                bulk("name"),
+                bulk("push"),
+                bulk("flags"),
+                bulk(flags),
+                bulk("num-slaves"),
+                bulk("2"),
+            ])
+        };
+        assert!(failing_over(&resp2("master,failover_in_progress")));
+        assert!(!failing_over(&resp2("master")));
+        assert!(!failing_over(&resp2("master,s_down,o_down")));
+        let resp3 = Value::Map(vec![
+            (bulk("name"), bulk("push")),
+            (bulk("flags"), bulk("master,o_down,failover_in_progress")),
+        ]);
+        assert!(failing_over(&resp3));
+        assert!(!failing_over(&Value::Nil));
+    }
 
     #[test]
     fn parses_replica_info() {
