@@ -281,10 +281,16 @@ impl Auth {
     /// A publisher from its `Authorization: Bearer` header: a publish key
     /// (may publish everywhere and read history) or a JWT with `publish`.
     pub fn publisher(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        self.publisher_bearer(header_bearer(headers))
+    }
+
+    /// [`Auth::publisher`] from the header's token, already extracted (the
+    /// raw publish path has no `HeaderMap`).
+    pub fn publisher_bearer(&self, token: Option<&str>) -> Result<Principal, AuthError> {
         if !self.publish_protected() {
             return Ok(Principal::anonymous());
         }
-        let Some(token) = header_bearer(headers) else {
+        let Some(token) = token else {
             return Err(AuthError::Missing);
         };
         if self.is_publish_key(token) {
@@ -331,10 +337,14 @@ fn header_bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(bearer_of)
+}
+
+/// The token of an `Authorization` header's value, if it is a bearer one.
+pub fn bearer_of(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
 }
 

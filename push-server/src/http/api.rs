@@ -90,10 +90,16 @@ fn query_from(
 
 /// `application/json` or `application/*+json`.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    is_json_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// [`is_json`] of a `Content-Type` value (the raw publish path's).
+pub(super) fn is_json_type(ct: Option<&str>) -> bool {
+    let Some(ct) = ct else {
         return false;
     };
     let essence = ct
@@ -107,7 +113,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `{"channel":…,"id":…}` without a JSON tree: channel names need no escaping.
-fn published_json(channel: &str, id: MessageId) -> String {
+pub(super) fn published_json(channel: &str, id: MessageId) -> String {
     format!("{{\"channel\":\"{channel}\",\"id\":\"{id}\"}}")
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP layer: the accept loop, hyper with upgrades, the router and its
-//! handlers; the raw SSE fast path ([`sse`]); the one origin policy
+//! handlers; the raw SSE and publish fast paths ([`sse`], [`publish`]),
+//! which hand anything unusual to hyper; the one origin policy
 //! ([`origin`]); what happens to unread request bodies ([`body`]).
 //!
 //! Handlers translate HTTP into calls on the [`Node`] and [`Error`]s into
@@ -8,6 +9,7 @@
 mod api;
 mod body;
 mod origin;
+mod publish;
 mod sse;
 mod ws;
 
@@ -191,13 +193,63 @@ async fn accept_loop(
         let state = state.clone();
         let stop = stop.clone();
         conns.spawn(async move {
-            // Event streams skip hyper (see sse::serve_raw).
-            if sse::sniff(&tcp).await {
-                return sse::serve_raw(state, tcp, peer).await;
+            // Event streams and publishes skip hyper (see sse::serve_raw,
+            // publish::serve_raw).
+            match sniff(&tcp).await {
+                First::Sse => sse::serve_raw(state, tcp, peer).await,
+                First::Publish => publish::serve_raw(state, router, tcp, peer, stop).await,
+                First::Other => serve_http(router, tcp, peer, stop).await,
             }
-            serve_http(router, tcp, peer, stop).await;
         });
     }
+}
+
+/// What a fresh connection's first request is, from its first bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum First {
+    /// `GET /sse?…` or `GET /sse `.
+    Sse,
+    /// `POST /api/v1/channels/…`.
+    Publish,
+    Other,
+}
+
+/// Peeks (does not read) a fresh connection's first bytes, waiting at most
+/// [`HEADER_READ_TIMEOUT`] for them.
+async fn sniff(tcp: &tokio::net::TcpStream) -> First {
+    let mut buf = [0u8; 22];
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return First::Other,
+        };
+        match first(&buf[..n]) {
+            Some(first) => return first,
+            // A request line arriving in pieces: peek again shortly.
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// [`First`] of these bytes, or `None` while more could tell.
+fn first(got: &[u8]) -> Option<First> {
+    const SSE: &[u8] = b"GET /sse";
+    const PUBLISH: &[u8] = b"POST /api/v1/channels/";
+    if got.len() > SSE.len() && got.starts_with(SSE) {
+        return Some(match got[SSE.len()] {
+            b'?' | b' ' => First::Sse,
+            _ => First::Other,
+        });
+    }
+    if got.starts_with(PUBLISH) {
+        return Some(First::Publish);
+    }
+    let could = |p: &[u8]| got.len() < p.len() && p.starts_with(got) || p == got;
+    if could(SSE) || could(PUBLISH) {
+        return None;
+    }
+    Some(First::Other)
 }
 
 /// The separate metrics port (`metrics_listen`): `/metrics` only, so that
@@ -247,12 +299,10 @@ async fn metrics_loop(
 
 /// Serves one HTTP/1.1 connection with upgrades (WebSocket) until it ends or
 /// `stop` asks it to finish.
-async fn serve_http(
-    router: Router,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    stop: CancellationToken,
-) {
+async fn serve_http<I>(router: Router, tcp: I, peer: SocketAddr, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ConnectInfo(peer));
@@ -347,4 +397,31 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.node.metrics_text(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first, First};
+
+    #[test]
+    fn first_bytes_pick_the_path() {
+        let cases: &[(&[u8], Option<First>)] = &[
+            (b"GET /sse?channels=a", Some(First::Sse)),
+            (b"GET /sse HTTP/1.1", Some(First::Sse)),
+            (b"GET /sse", None),
+            (b"GET /s", None),
+            (b"GET /ssex", Some(First::Other)),
+            (b"GET /ws?", Some(First::Other)),
+            (b"POST /api/v1/channels/a/messages", Some(First::Publish)),
+            (b"POST /api/v1/channels/", Some(First::Publish)),
+            (b"POST /api/v1/chan", None),
+            (b"POST /api/v1/publish", Some(First::Other)),
+            (b"G", None),
+            (b"P", None),
+            (b"DELETE", Some(First::Other)),
+        ];
+        for (got, want) in cases {
+            assert_eq!(&first(got), want, "{:?}", String::from_utf8_lossy(got));
+        }
+    }
 }

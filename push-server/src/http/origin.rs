@@ -23,6 +23,11 @@ impl Origins {
         }
     }
 
+    /// Whether every origin is allowed (`*`).
+    pub(crate) fn any(&self) -> bool {
+        self.any
+    }
+
     fn allows(&self, origin: &str) -> bool {
         self.any || self.list.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }

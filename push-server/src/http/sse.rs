@@ -147,29 +147,6 @@ impl EventSink for BodySink {
 
 // ---- the raw socket ----
 
-/// Whether a fresh connection starts with `GET /sse` (peeked, not read).
-/// Waits at most [`HEADER_READ_TIMEOUT`] for the first bytes.
-pub(super) async fn sniff(tcp: &TcpStream) -> bool {
-    const PREFIX: &[u8] = b"GET /sse";
-    let mut buf = [0u8; 9];
-    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
-    loop {
-        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return false,
-        };
-        let m = n.min(PREFIX.len());
-        if buf[..m] != PREFIX[..m] {
-            return false;
-        }
-        if n == buf.len() {
-            return matches!(buf[8], b'?' | b' ');
-        }
-        // A request line arriving in pieces: peek again shortly.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Serves an SSE request on the raw socket, without hyper (see the module
 /// docs). The stream then runs in a task of its own, so that nothing of the
 /// opening (head buffer, parsing) stays allocated beside it.

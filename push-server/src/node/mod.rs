@@ -137,6 +137,11 @@ impl Node {
         Ok(self.auth.publisher(headers)?)
     }
 
+    /// A publisher from its bearer token, already taken from the header.
+    pub(crate) fn publisher_bearer(&self, token: Option<&str>) -> Result<Principal, Error> {
+        Ok(self.auth.publisher_bearer(token)?)
+    }
+
     /// A reader of history or presence: a subscriber token or a publish key.
     pub(crate) fn reader(
         &self,

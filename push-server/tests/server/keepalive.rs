@@ -229,3 +229,222 @@ async fn sse_as_a_later_request_of_a_keep_alive_connection() {
     .await;
     assert!(events.contains(&format!("\"id\":\"{id}\"")), "{events}");
 }
+
+// ---- the raw publish path (http::publish) ----
+
+/// A plain publish request, as a backend's HTTP client sends it.
+fn publish_request(channel: &str, body: &str, extra: &str) -> String {
+    format!(
+        "POST /api/v1/channels/{channel}/messages HTTP/1.1\r\nhost: push\r\n\
+         content-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn json_body(a: &Answer) -> Value {
+    serde_json::from_slice(&a.body).expect("JSON body")
+}
+
+#[tokio::test]
+async fn pipelined_publishes_are_answered_in_order_and_delivered_in_order() {
+    let s = start(&[]).await;
+    let mut ws = ws_subscribed(&s, "pipe").await;
+    let mut tcp = TcpStream::connect(s.addr).await.expect("connect");
+    // Every request in one write: the server reads them together.
+    let n = 200;
+    let all: String = (0..n)
+        .map(|i| publish_request("pipe", &i.to_string(), ""))
+        .collect();
+    tcp.write_all(all.as_bytes()).await.expect("requests");
+    let mut buf = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let a = read_answer(&mut tcp, &mut buf, &format!("answer {i}")).await;
+        assert_eq!(a.status, 200, "{:?}", String::from_utf8_lossy(&a.body));
+        let v = json_body(&a);
+        assert_eq!(v["channel"], "pipe");
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    let pairs: Vec<_> = ids.iter().map(|id| id_pair(id)).collect();
+    assert!(
+        pairs.windows(2).all(|w| w[0] < w[1]),
+        "ids not increasing: {ids:?}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let m = ws_next(&mut ws).await;
+        assert_eq!(
+            (&m["id"], &m["data"]),
+            (&Value::from(id.as_str()), &Value::from(i))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pipeline_goes_on_through_the_router_from_its_first_other_request() {
+    let s = start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.expect("connect");
+    let batch = r#"{"messages":[{"channel":"mixed","data":3}]}"#;
+    let all = [
+        publish_request("mixed", "1", ""),
+        "GET /healthz HTTP/1.1\r\nhost: push\r\n\r\n".to_string(),
+        publish_request("mixed", "2", ""),
+        format!(
+            "POST /api/v1/publish HTTP/1.1\r\nhost: push\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{batch}",
+            batch.len()
+        ),
+        publish_request("mixed", "4", "connection: close\r\n"),
+    ]
+    .concat();
+    tcp.write_all(all.as_bytes()).await.expect("requests");
+    let mut buf = Vec::new();
+    let answers = [
+        read_answer(&mut tcp, &mut buf, "publish 1").await,
+        read_answer(&mut tcp, &mut buf, "healthz").await,
+        read_answer(&mut tcp, &mut buf, "publish 2").await,
+        read_answer(&mut tcp, &mut buf, "batch").await,
+        read_answer(&mut tcp, &mut buf, "publish 4").await,
+    ];
+    let bodies: Vec<Value> = answers.iter().map(json_body).collect();
+    assert!(answers.iter().all(|a| a.status == 200), "{bodies:?}");
+    assert_eq!(bodies[0]["channel"], "mixed");
+    assert_eq!(bodies[1]["status"], "ok");
+    assert_eq!(bodies[2]["channel"], "mixed");
+    assert_eq!(bodies[3]["results"][0]["channel"], "mixed");
+    assert!(answers[4].closes(), "{:?}", answers[4].headers);
+    let mut rest = [0u8; 64];
+    let eof = tokio::time::timeout(WAIT, tcp.read(&mut rest)).await;
+    assert!(matches!(eof, Ok(Ok(0)) | Ok(Err(_))), "not closed: {eof:?}");
+    let history: Value = client()
+        .get(s.http("/api/v1/channels/mixed/messages"))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("history JSON");
+    let data: Vec<Value> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(data, [1, 2, 3, 4].map(Value::from));
+}
+
+/// Sends `request` as the first request of a fresh connection (the raw
+/// path) and after a `GET /healthz` (the router); both answers.
+async fn both_ways(s: &TestServer, request: &str) -> (Answer, Answer) {
+    let mut raw = TcpStream::connect(s.addr).await.expect("connect");
+    raw.write_all(request.as_bytes()).await.expect("request");
+    let mut buf = Vec::new();
+    let first = read_answer(&mut raw, &mut buf, "raw path").await;
+    let mut routed = TcpStream::connect(s.addr).await.expect("connect");
+    routed
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: push\r\n\r\n{request}").as_bytes())
+        .await
+        .expect("requests");
+    let mut buf = Vec::new();
+    read_answer(&mut routed, &mut buf, "healthz").await;
+    let second = read_answer(&mut routed, &mut buf, "router").await;
+    (first, second)
+}
+
+#[tokio::test]
+async fn the_raw_path_answers_as_the_router_does() {
+    for args in [
+        &[][..],
+        &[
+            "--publish-key",
+            "pk",
+            "--allowed-origins",
+            "https://app.example",
+        ][..],
+    ] {
+        let s = start(args).await;
+        let auth = "authorization: Bearer pk\r\n";
+        for (request, status) in [
+            (publish_request("same", "{\"a\":1}", auth), 200),
+            (
+                publish_request("same", "plain text", auth)
+                    .replace("application/json", "text/plain"),
+                200,
+            ),
+            (publish_request("bad!name", "1", auth), 400),
+            (publish_request("same", "{bad", auth), 400),
+            (
+                publish_request("same", "1", "authorization: Bearer nope\r\n"),
+                if args.is_empty() { 200 } else { 401 },
+            ),
+            (
+                publish_request("same", "1", ""),
+                if args.is_empty() { 200 } else { 401 },
+            ),
+            (
+                publish_request("same", "1", &format!("{auth}connection: close\r\n")),
+                200,
+            ),
+        ] {
+            let (raw, routed) = both_ways(&s, &request).await;
+            assert_eq!((raw.status, routed.status), (status, status), "{request:?}");
+            let names = |a: &Answer| {
+                let mut n: Vec<String> = a.headers.iter().map(|(n, _)| n.clone()).collect();
+                n.sort_unstable();
+                n
+            };
+            assert_eq!(names(&raw), names(&routed), "{request:?}");
+            for (name, value) in &routed.headers {
+                if name != "date" && name != "content-length" {
+                    assert_eq!(
+                        raw.header(name),
+                        Some(value.as_str()),
+                        "{name} of {request:?}"
+                    );
+                }
+            }
+            if status == 200 {
+                assert_eq!(json_body(&raw)["channel"], json_body(&routed)["channel"]);
+            } else {
+                assert_eq!(raw.body, routed.body, "{request:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_without_reading_stops_being_read() {
+    let s = start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.expect("connect");
+    let request = publish_request("flood", "1", "");
+    let per_chunk = 65536 / request.len();
+    let chunk = request.repeat(per_chunk);
+    // Were the answers buffered without bound, the server would read all of
+    // this; it must stop reading once its answers are not read.
+    let cap = 64 << 20;
+    let mut chunks = 0;
+    let stalled = loop {
+        if chunks * chunk.len() > cap {
+            break false;
+        }
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tcp.write_all(chunk.as_bytes()),
+        )
+        .await
+        {
+            Ok(Ok(())) => chunks += 1,
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        stalled,
+        "the server read {chunks} chunks of requests without its answers being read"
+    );
+    // Nothing is lost: every whole chunk sent is answered, in order.
+    let mut buf = Vec::new();
+    for i in 0..chunks * per_chunk {
+        let a = read_answer(&mut tcp, &mut buf, &format!("answer {i}")).await;
+        assert_eq!(a.status, 200, "{:?}", String::from_utf8_lossy(&a.body));
+    }
+}
