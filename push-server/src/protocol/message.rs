@@ -168,11 +168,16 @@ impl Message {
             b.put_slice(data);
             b.put_u8(b'}');
         };
-        let body_len = channel.len() + id_len + data.len() + 28;
+        // Exact, so that neither buffer grows (a reallocation per message,
+        // and retained history twice its size, when this was one short).
+        const TAIL: usize =
+            "\"channel\":\"".len() + "\",\"id\":\"".len() + "\",\"data\":".len() + 1;
+        let body_len = channel.len() + id_len + data.len() + TAIL;
 
         let mut ws = BytesMut::with_capacity(WS_PREFIX.len() + body_len);
         ws.put_slice(WS_PREFIX);
         put_envelope_tail(&mut ws);
+        debug_assert_eq!(ws.len(), WS_PREFIX.len() + body_len);
         let ws_frame = Utf8Bytes::try_from(ws.freeze())
             .unwrap_or_else(|_| Utf8Bytes::from("{\"type\":\"message\"}"));
 
@@ -185,6 +190,7 @@ impl Message {
         sse.put_u8(b'{');
         put_envelope_tail(&mut sse);
         sse.put_slice(b"\n\n");
+        debug_assert_eq!(sse.len(), sse_id_len + SSE_PREFIX.len() + body_len + 3);
         Message {
             channel,
             id,
