@@ -113,8 +113,14 @@ pub(super) fn is_json_type(ct: Option<&str>) -> bool {
 }
 
 /// `{"channel":…,"id":…}` without a JSON tree: channel names need no escaping.
-pub(super) fn published_json(channel: &str, id: MessageId) -> String {
-    format!("{{\"channel\":\"{channel}\",\"id\":\"{id}\"}}")
+pub(super) fn published_json(channel: &str, id: MessageId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(channel.len() + 62);
+    out.extend_from_slice(b"{\"channel\":\"");
+    out.extend_from_slice(channel.as_bytes());
+    out.extend_from_slice(b"\",\"id\":\"");
+    id.put_text(&mut out);
+    out.extend_from_slice(b"\"}");
+    out
 }
 
 /// `POST /api/v1/channels/{channel}/messages`

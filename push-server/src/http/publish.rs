@@ -47,7 +47,7 @@ use super::api::{is_json_type, published_json};
 use super::{AppState, HEADER_READ_TIMEOUT};
 use crate::auth::bearer_of;
 use crate::protocol::message::validate_channel;
-use crate::protocol::{Data, Error, MessageId};
+use crate::protocol::{Data, Error};
 
 /// The path's fixed parts.
 const PREFIX: &str = "/api/v1/channels/";
@@ -272,7 +272,7 @@ async fn publish(
     bearer: Option<&str>,
     json: bool,
     body: &[u8],
-) -> Result<(MessageId, String), Error> {
+) -> Result<Vec<u8>, Error> {
     let node = &state.node;
     let published = async {
         validate_channel(channel)?;
@@ -286,7 +286,7 @@ async fn publish(
     }
     .await;
     match published {
-        Ok(id) => Ok((id, published_json(channel, id))),
+        Ok(id) => Ok(published_json(channel, id)),
         Err(e) => {
             node.metrics.publish_refused(e.code);
             Err(e)
@@ -296,37 +296,44 @@ async fn publish(
 
 /// The answer, with the headers the router's would have (`Date`, the CORS
 /// layer's `Vary`, `Access-Control-Allow-Origin: *` when every origin is).
-fn encode(
-    out: &mut Vec<u8>,
-    answer: Result<(MessageId, String), Error>,
-    any_origin: bool,
-    close: bool,
-) {
-    use std::io::Write;
-    let (status, body, retry_after) = match answer {
-        Ok((_, body)) => (axum::http::StatusCode::OK, body, None),
-        Err(e) => (e.status(), e.http_body(), e.retry_after),
+fn encode(out: &mut Vec<u8>, answer: Result<Vec<u8>, Error>, any_origin: bool, close: bool) {
+    let mut n = itoa::Buffer::new();
+    let (body, retry_after) = match answer {
+        Ok(body) => {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            (body, None)
+        }
+        Err(e) => {
+            let status = e.status();
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(n.format(status.as_u16()).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+            (e.http_body().into_bytes(), e.retry_after)
+        }
     };
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n\
-         vary: origin, access-control-request-method, access-control-request-headers\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
+    out.extend_from_slice(
+        b"content-type: application/json\r\n\
+          vary: origin, access-control-request-method, access-control-request-headers\r\n",
     );
     if any_origin {
         out.extend_from_slice(b"access-control-allow-origin: *\r\n");
     }
     if let Some(secs) = retry_after {
-        let _ = write!(out, "retry-after: {secs}\r\n");
+        out.extend_from_slice(b"retry-after: ");
+        out.extend_from_slice(n.format(secs).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    let _ = write!(out, "content-length: {}\r\ndate: ", body.len());
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(n.format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
     push_date(out);
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(&body);
 }
 
 /// `Date`, formatted once a second per thread (as hyper does).

@@ -64,6 +64,12 @@ impl MessageId {
         MessageId { ms, seq }
     }
 
+    /// Appends `<ms>-<seq>`: what `Display` writes, without `fmt` (every
+    /// publish answer carries one).
+    pub fn put_text(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(IdText::default().of(self));
+    }
+
     /// The next id after `self` at wall-clock time `now_ms`: a clock that
     /// stepped backwards never produces a smaller id.
     pub fn next_at(self, now_ms: u64) -> MessageId {
@@ -75,6 +81,28 @@ impl MessageId {
                 seq: self.seq + 1,
             }
         }
+    }
+}
+
+/// Room for an id's text: two `u64`s and a dash.
+struct IdText([u8; 41]);
+
+impl Default for IdText {
+    fn default() -> Self {
+        IdText([0; 41])
+    }
+}
+
+impl IdText {
+    fn of(&mut self, id: MessageId) -> &[u8] {
+        let mut n = itoa::Buffer::new();
+        let ms = n.format(id.ms).as_bytes();
+        self.0[..ms.len()].copy_from_slice(ms);
+        self.0[ms.len()] = b'-';
+        let at = ms.len() + 1;
+        let seq = n.format(id.seq).as_bytes();
+        self.0[at..at + seq.len()].copy_from_slice(seq);
+        &self.0[..at + seq.len()]
     }
 }
 
@@ -148,15 +176,10 @@ impl Message {
     /// Builds a message from `data`, which must be one compact JSON value
     /// (no raw newlines: [`compact_json`] or a serializer guarantees it).
     pub fn new(channel: Channel, id: MessageId, data: &[u8], accepted: Instant) -> Message {
-        // The id as text, without a heap allocation.
-        let mut id_buf = [0u8; 41];
-        let id_len = {
-            use std::io::Write;
-            let mut cur = std::io::Cursor::new(&mut id_buf[..]);
-            let _ = write!(cur, "{}-{}", id.ms, id.seq);
-            cur.position() as usize
-        };
-        let id_text = &id_buf[..id_len];
+        // The id as text, without a heap allocation or `fmt`.
+        let mut id_buf = IdText::default();
+        let id_text = id_buf.of(id);
+        let id_len = id_text.len();
         // Both encodings are written straight from the parts (no
         // intermediate envelope): `{"channel":"…","id":"…","data":…}`.
         let put_envelope_tail = |b: &mut BytesMut| {
@@ -302,6 +325,24 @@ pub fn compact_json(json: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_text_is_what_display_writes() {
+        for id in [
+            MessageId::ZERO,
+            MessageId::new(1_796_641_670_008, 1),
+            MessageId::new(u64::MAX, u64::MAX),
+        ] {
+            let mut out = b"x".to_vec();
+            id.put_text(&mut out);
+            assert_eq!(out, format!("x{id}").into_bytes());
+            let m = Message::new("c".into(), id, b"1", Instant::now());
+            assert_eq!(
+                &*m.envelope(),
+                format!("{{\"channel\":\"c\",\"id\":\"{id}\",\"data\":1}}").as_bytes()
+            );
+        }
+    }
 
     #[test]
     fn ids_parse_print_and_order() {
