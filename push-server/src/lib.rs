@@ -11,7 +11,8 @@
 //!
 //! - `http`: the accept loop, hyper, the router and the handlers of the API
 //!   (`http::api`), the WebSocket handshake (`http::ws`), SSE on the raw
-//!   socket or through hyper (`http::sse`), the one origin policy
+//!   socket or through hyper (`http::sse`), the plain publish on the raw
+//!   socket with pipelined answers in one write (`http::publish`), the one origin policy
 //!   (`http::origin`) and unread request bodies (`http::body`). Holds
 //!   [`Server`], the crate's entry point.
 //! - `transport`: one connection's life, written once over a small
