@@ -114,13 +114,25 @@ pub(super) fn is_json_type(ct: Option<&str>) -> bool {
 
 /// `{"channel":…,"id":…}` without a JSON tree: channel names need no escaping.
 pub(super) fn published_json(channel: &str, id: MessageId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(channel.len() + 62);
+    let mut out = Vec::with_capacity(published_json_len(channel, id));
+    put_published_json(&mut out, channel, id);
+    out
+}
+
+/// [`published_json`] appended to `out` (the raw publish path's answers).
+pub(super) fn put_published_json(out: &mut Vec<u8>, channel: &str, id: MessageId) {
     out.extend_from_slice(b"{\"channel\":\"");
     out.extend_from_slice(channel.as_bytes());
     out.extend_from_slice(b"\",\"id\":\"");
-    id.put_text(&mut out);
+    id.put_text(out);
     out.extend_from_slice(b"\"}");
-    out
+}
+
+/// The length of [`published_json`], before it is written.
+pub(super) fn published_json_len(channel: &str, id: MessageId) -> usize {
+    let mut n = itoa::Buffer::new();
+    let digits = n.format(id.ms).len() + 1 + n.format(id.seq).len();
+    r#"{"channel":"","id":""}"#.len() + channel.len() + digits
 }
 
 /// `POST /api/v1/channels/{channel}/messages`

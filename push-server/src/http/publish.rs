@@ -43,11 +43,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{is_json_type, published_json};
+use super::api::{is_json_type, published_json_len, put_published_json};
 use super::{AppState, HEADER_READ_TIMEOUT};
 use crate::auth::bearer_of;
 use crate::protocol::message::validate_channel;
-use crate::protocol::{Data, Error};
+use crate::protocol::{Data, Error, MessageId};
 
 /// The path's fixed parts.
 const PREFIX: &str = "/api/v1/channels/";
@@ -230,7 +230,7 @@ pub(super) async fn serve_raw(
         };
         started = None;
         let close = plain.close || stop.is_cancelled();
-        let answer = {
+        {
             let channel = &buf[plain.channel.clone()];
             // The path's bytes were checked as a `&str` by `httparse`.
             let channel = std::str::from_utf8(channel).unwrap_or_default();
@@ -240,7 +240,7 @@ pub(super) async fn serve_raw(
                 .map(|r| std::str::from_utf8(&buf[r]).unwrap_or_default());
             let body = &buf[plain.body.clone()];
             let mut publish = pin!(publish(&state, channel, bearer, plain.json, body));
-            match publish.as_mut().now_or_never() {
+            let answer = match publish.as_mut().now_or_never() {
                 Some(answer) => answer,
                 // Waits for the broker: what is answered goes out meanwhile.
                 None => {
@@ -249,9 +249,9 @@ pub(super) async fn serve_raw(
                     }
                     publish.await
                 }
-            }
-        };
-        encode(&mut out, answer, any_origin, close);
+            };
+            encode(&mut out, answer, channel, any_origin, close);
+        }
         buf.advance(plain.len);
         if close {
             let _ = flush(&mut tcp, &mut out, write_limit).await;
@@ -272,7 +272,7 @@ async fn publish(
     bearer: Option<&str>,
     json: bool,
     body: &[u8],
-) -> Result<Vec<u8>, Error> {
+) -> Result<MessageId, Error> {
     let node = &state.node;
     let published = async {
         validate_channel(channel)?;
@@ -286,7 +286,7 @@ async fn publish(
     }
     .await;
     match published {
-        Ok(id) => Ok(published_json(channel, id)),
+        Ok(id) => Ok(id),
         Err(e) => {
             node.metrics.publish_refused(e.code);
             Err(e)
@@ -296,12 +296,20 @@ async fn publish(
 
 /// The answer, with the headers the router's would have (`Date`, the CORS
 /// layer's `Vary`, `Access-Control-Allow-Origin: *` when every origin is).
-fn encode(out: &mut Vec<u8>, answer: Result<Vec<u8>, Error>, any_origin: bool, close: bool) {
+/// A success's body is written straight into `out` (no allocation per
+/// publish); a refusal's is formatted first (the rare path).
+fn encode(
+    out: &mut Vec<u8>,
+    answer: Result<MessageId, Error>,
+    channel: &str,
+    any_origin: bool,
+    close: bool,
+) {
     let mut n = itoa::Buffer::new();
     let (body, retry_after) = match answer {
-        Ok(body) => {
+        Ok(id) => {
             out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-            (body, None)
+            (Ok(id), None)
         }
         Err(e) => {
             let status = e.status();
@@ -310,7 +318,7 @@ fn encode(out: &mut Vec<u8>, answer: Result<Vec<u8>, Error>, any_origin: bool, c
             out.push(b' ');
             out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
             out.extend_from_slice(b"\r\n");
-            (e.http_body().into_bytes(), e.retry_after)
+            (Err(e.http_body()), e.retry_after)
         }
     };
     out.extend_from_slice(
@@ -329,11 +337,20 @@ fn encode(out: &mut Vec<u8>, answer: Result<Vec<u8>, Error>, any_origin: bool, c
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(n.format(body.len()).as_bytes());
+    let len = match &body {
+        Ok(id) => published_json_len(channel, *id),
+        Err(text) => text.len(),
+    };
+    out.extend_from_slice(n.format(len).as_bytes());
     out.extend_from_slice(b"\r\ndate: ");
     push_date(out);
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&body);
+    let start = out.len();
+    match body {
+        Ok(id) => put_published_json(out, channel, id),
+        Err(text) => out.extend_from_slice(text.as_bytes()),
+    }
+    debug_assert_eq!(out.len() - start, len);
 }
 
 /// `Date`, formatted once a second per thread (as hyper does).
