@@ -27,6 +27,11 @@
 //! being read instead of growing the server's memory. A request must arrive
 //! whole within [`HEADER_READ_TIMEOUT`] of its first byte, and an idle
 //! connection is closed after as long.
+//!
+//! A publish that waits for the broker (a Redis round trip) is published
+//! together with the plain requests read behind it (at most [`MAX_BATCH`],
+//! none twice to one channel), so a deep pipeline costs one round trip per
+//! batch instead of one per request; their answers follow in request order.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -37,7 +42,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use bytes::{Buf, BytesMut};
-use futures_util::FutureExt;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -61,6 +67,8 @@ const MAX_HEADERS: usize = 32;
 const FLUSH_AT: usize = 16 * 1024;
 /// Bytes read at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Publishes in flight per connection, when they wait for the broker.
+const MAX_BATCH: usize = 128;
 
 /// A request served here, as ranges of the read buffer.
 struct Plain {
@@ -162,6 +170,60 @@ fn next(buf: &[u8], any_origin: bool, max_body: usize) -> Next {
     })
 }
 
+impl Plain {
+    /// The channel and the bearer token, as text.
+    fn text<'b>(&self, buf: &'b [u8]) -> (&'b str, Option<&'b str>) {
+        // The path's and the header's bytes were checked as text in `next`.
+        let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or_default();
+        (text(&self.channel), self.bearer.as_ref().map(text))
+    }
+
+    /// The same request found `by` bytes into the buffer.
+    fn shifted(self, by: usize) -> Plain {
+        let shift = |r: Range<usize>| r.start + by..r.end + by;
+        Plain {
+            body: shift(self.body),
+            channel: shift(self.channel),
+            bearer: self.bearer.map(shift),
+            ..self
+        }
+    }
+}
+
+/// The whole plain requests buffered behind `first`, to be published
+/// concurrently with it: at most [`MAX_BATCH`], up to the first that is
+/// not plain, asks to close, or names a channel already in the batch (so
+/// that a channel's messages are published one after another, in order);
+/// none once the server stops.
+fn behind<'a>(
+    buf: &[u8],
+    first: &Plain,
+    any_origin: bool,
+    max_body: usize,
+    stop: &CancellationToken,
+    batch: &'a mut Vec<Plain>,
+) -> &'a [Plain] {
+    batch.clear();
+    let mut at = first.len;
+    while batch.len() < MAX_BATCH && !stop.is_cancelled() {
+        let Next::Plain(p) = next(&buf[at..], any_origin, max_body) else {
+            break;
+        };
+        let p = p.shifted(at);
+        let channel = &buf[p.channel.clone()];
+        if p.close
+            || std::iter::once(first)
+                .chain(batch.iter())
+                .any(|q| buf[q.channel.clone()] == *channel)
+        {
+            break;
+        }
+        at += p.len;
+        batch.push(p);
+    }
+    batch
+}
+
 /// A header value as `HeaderValue::to_str` would give it: visible ASCII.
 fn visible(value: &[u8]) -> Option<&str> {
     value
@@ -191,6 +253,8 @@ pub(super) async fn serve_raw(
     let any_origin = state.origins.any();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::new();
+    // The requests published together with one that waits for the broker.
+    let mut batch: Vec<Plain> = Vec::new();
     // When the first byte of the request being read arrived.
     let mut started: Option<Instant> = None;
     loop {
@@ -230,29 +294,43 @@ pub(super) async fn serve_raw(
         };
         started = None;
         let close = plain.close || stop.is_cancelled();
+        let mut consumed = plain.len;
         {
-            let channel = &buf[plain.channel.clone()];
-            // The path's bytes were checked as a `&str` by `httparse`.
-            let channel = std::str::from_utf8(channel).unwrap_or_default();
-            let bearer = plain
-                .bearer
-                .clone()
-                .map(|r| std::str::from_utf8(&buf[r]).unwrap_or_default());
+            let (channel, bearer) = plain.text(&buf);
             let body = &buf[plain.body.clone()];
-            let mut publish = pin!(publish(&state, channel, bearer, plain.json, body));
-            let answer = match publish.as_mut().now_or_never() {
-                Some(answer) => answer,
-                // Waits for the broker: what is answered goes out meanwhile.
+            let mut first = pin!(publish(&state, channel, bearer, plain.json, body));
+            match first.as_mut().now_or_never() {
+                Some(answer) => encode(&mut out, answer, channel, any_origin, close),
+                // Waits for the broker: what is answered goes out meanwhile,
+                // and the requests read behind it are published with it.
                 None => {
                     if flush(&mut tcp, &mut out, write_limit).await.is_err() {
                         return;
                     }
-                    publish.await
+                    if close {
+                        let answer = first.await;
+                        encode(&mut out, answer, channel, any_origin, close);
+                    } else {
+                        let behind = behind(&buf, &plain, any_origin, max_body, &stop, &mut batch);
+                        let rest: FuturesOrdered<_> = behind
+                            .iter()
+                            .map(|p| {
+                                let (channel, bearer) = p.text(&buf);
+                                publish(&state, channel, bearer, p.json, &buf[p.body.clone()])
+                            })
+                            .collect();
+                        let (answer, rest) =
+                            futures_util::future::join(first, rest.collect::<Vec<_>>()).await;
+                        encode(&mut out, answer, channel, any_origin, false);
+                        for (p, answer) in behind.iter().zip(rest) {
+                            encode(&mut out, answer, p.text(&buf).0, any_origin, false);
+                        }
+                        consumed += behind.iter().map(|p| p.len).sum::<usize>();
+                    }
                 }
-            };
-            encode(&mut out, answer, channel, any_origin, close);
+            }
         }
-        buf.advance(plain.len);
+        buf.advance(consumed);
         if close {
             let _ = flush(&mut tcp, &mut out, write_limit).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), tcp.shutdown()).await;

@@ -7,6 +7,7 @@ mod cluster;
 #[path = "../server/common.rs"]
 mod common;
 mod nodes;
+mod pipelining;
 mod presence;
 mod procs;
 mod sentinel;

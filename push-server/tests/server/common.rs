@@ -341,3 +341,72 @@ pub async fn read_until<T>(
         }
     }
 }
+
+/// One HTTP/1.1 response read off a raw socket.
+pub struct Answer {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    pub fn code(&self) -> String {
+        let v: Value = serde_json::from_slice(&self.body).expect("JSON error body");
+        v["error"]["code"].as_str().expect("error code").to_string()
+    }
+}
+
+/// Reads one response with a `content-length` body; `buf` keeps whatever
+/// follows it.
+pub async fn read_answer(tcp: &mut TcpStream, buf: &mut Vec<u8>, what: &str) -> Answer {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).expect("ASCII head");
+            let mut lines = head.split("\r\n");
+            let status = lines
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|s| s.parse().ok())
+                .expect("status line");
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                return Answer {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("{what}: read failed: {e}"));
+        assert!(n > 0, "{what}: connection closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
