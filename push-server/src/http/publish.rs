@@ -108,7 +108,7 @@ fn next(buf: &[u8], any_origin: bool, max_body: usize) -> Next {
         .map(|p| p.split_once('?').map_or(p, |(path, _)| path))
         .and_then(|p| p.strip_prefix(PREFIX))
         .and_then(|p| p.strip_suffix(SUFFIX))
-        .filter(|c| !c.is_empty() && !c.contains(['/', '%']))
+        .filter(|c| !c.is_empty() && !c.bytes().any(|b| b == b'/' || b == b'%'))
     else {
         return Next::Other;
     };
@@ -119,10 +119,11 @@ fn next(buf: &[u8], any_origin: bool, max_body: usize) -> Next {
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
+            // Digits only (no sign, no space), at most 9 of them: a
+            // longer length is hyper's to judge.
+            let v = h.value;
+            let parsed = (!v.is_empty() && v.len() <= 9 && v.iter().all(u8::is_ascii_digit))
+                .then(|| v.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')));
             match (length, parsed) {
                 (None, Some(n)) if n <= max_body => length = Some(n),
                 _ => return Next::Other,

@@ -151,7 +151,7 @@ pub fn now_ms() -> u64 {
 /// per connection, is written before it).
 const SSE_PREFIX: &[u8] = b"event: message\ndata: ";
 /// Prefix of the WebSocket `message` frame; the rest is the envelope minus `{`.
-const WS_PREFIX: &[u8] = b"{\"type\":\"message\",";
+const WS_PREFIX: &str = "{\"type\":\"message\",";
 
 /// One published message, encoded once for every transport.
 #[derive(Debug)]
@@ -197,12 +197,29 @@ impl Message {
             "\"channel\":\"".len() + "\",\"id\":\"".len() + "\",\"data\":".len() + 1;
         let body_len = channel.len() + id_len + data.len() + TAIL;
 
-        let mut ws = BytesMut::with_capacity(WS_PREFIX.len() + body_len);
-        ws.put_slice(WS_PREFIX);
-        put_envelope_tail(&mut ws);
-        debug_assert_eq!(ws.len(), WS_PREFIX.len() + body_len);
-        let ws_frame = Utf8Bytes::try_from(ws.freeze())
-            .unwrap_or_else(|_| Utf8Bytes::from("{\"type\":\"message\"}"));
+        // The frame is built as text from text (the channel and id are
+        // ASCII): only `data` is checked as UTF-8, not the whole frame again.
+        let ws_frame = match std::str::from_utf8(data) {
+            Ok(text) => {
+                let mut ws = String::with_capacity(WS_PREFIX.len() + body_len);
+                ws.push_str(WS_PREFIX);
+                ws.push_str("\"channel\":\"");
+                ws.push_str(&channel);
+                ws.push_str("\",\"id\":\"");
+                let mut n = itoa::Buffer::new();
+                ws.push_str(n.format(id.ms));
+                ws.push('-');
+                ws.push_str(n.format(id.seq));
+                ws.push_str("\",\"data\":");
+                ws.push_str(text);
+                ws.push('}');
+                debug_assert_eq!(ws.len(), WS_PREFIX.len() + body_len);
+                Utf8Bytes::from(ws)
+            }
+            // Not from this node (which publishes only checked JSON): a
+            // frame without the data rather than invalid text.
+            Err(_) => Utf8Bytes::from_static("{\"type\":\"message\"}"),
+        };
 
         let sse_id_len = 5 + id_len;
         let mut sse = BytesMut::with_capacity(sse_id_len + SSE_PREFIX.len() + body_len + 3);
