@@ -272,7 +272,7 @@ pub(super) async fn history(
         64 + page
             .messages
             .iter()
-            .map(|m| m.envelope().len() + 1)
+            .map(|m| m.envelope_len() + 1)
             .sum::<usize>(),
     );
     out.extend_from_slice(b"{\"messages\":[");
@@ -280,7 +280,7 @@ pub(super) async fn history(
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&m.envelope());
+        m.put_envelope(&mut out);
     }
     out.extend_from_slice(
         format!(

@@ -1,8 +1,9 @@
 //! Channels, message ids and the pre-encoded message every subscriber shares.
 //!
 //! A [`Message`] is encoded once, when it enters the node (published here or
-//! received from the broker): the WebSocket frame and the SSE event are built
-//! then, and every subscriber gets an `Arc` clone of the same bytes.
+//! received from the broker), into one buffer: the WebSocket frame, whose
+//! tail is also the body of the SSE event (written around it). Every
+//! subscriber gets an `Arc` clone of the same bytes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::{BufMut, Bytes, BytesMut};
 
 /// Longest channel name accepted (docs/protocol.md, "Channels and messages").
 pub const MAX_CHANNEL_LEN: usize = 128;
@@ -147,13 +147,21 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Prefix of every pre-encoded SSE message event (the `id:` line, which is
-/// per connection, is written before it).
-const SSE_PREFIX: &[u8] = b"event: message\ndata: ";
+/// What follows the `id:` line in every SSE message event, up to the
+/// envelope's first byte.
+const SSE_PREFIX: &[u8] = b"event: message\ndata: {";
 /// Prefix of the WebSocket `message` frame; the rest is the envelope minus `{`.
 const WS_PREFIX: &str = "{\"type\":\"message\",";
+/// `id: <id>\n` + [`SSE_PREFIX`]: an id is at most 41 bytes ([`IdText`]).
+const SSE_HEAD_MAX: usize = 4 + 41 + 1 + SSE_PREFIX.len();
 
 /// One published message, encoded once for every transport.
+///
+/// One buffer holds the encoding: the WebSocket frame, whose tail after
+/// `{"type":"message",` is the envelope without its `{`. An SSE event is
+/// written as three slices — its head (`id: <id>\nevent: message\ndata: {`,
+/// kept inline here), that same tail, and `\n\n` — so a retained message
+/// costs one heap buffer, not one per transport.
 #[derive(Debug)]
 pub struct Message {
     /// The channel it was published to.
@@ -164,80 +172,67 @@ pub struct Message {
     pub accepted: Instant,
     /// `{"type":"message","channel":…,"id":…,"data":…}`, shared by all WS subscribers.
     ws_frame: Utf8Bytes,
-    /// `id: <id>\nevent: message\ndata: <envelope>\n\n`, shared by all SSE
-    /// subscribers: whole for a stream of one channel (its cursor is the
-    /// id), after the `id:` line for the others.
-    sse: Bytes,
-    /// Length of the `id:` line at the start of `sse`.
+    /// `id: <id>\nevent: message\ndata: {`, in its first `sse_head_len` bytes.
+    sse_head: [u8; SSE_HEAD_MAX],
+    sse_head_len: u8,
+    /// Length of the `id:` line at the start of `sse_head`.
     sse_id_len: u8,
 }
 
 impl Message {
     /// Builds a message from `data`, which must be one compact JSON value
     /// (no raw newlines: [`compact_json`] or a serializer guarantees it).
+    /// Data that is not UTF-8 (never from this node, which publishes only
+    /// checked JSON) is carried as `null`.
     pub fn new(channel: Channel, id: MessageId, data: &[u8], accepted: Instant) -> Message {
-        // The id as text, without a heap allocation or `fmt`.
-        let mut id_buf = IdText::default();
-        let id_text = id_buf.of(id);
-        let id_len = id_text.len();
-        // Both encodings are written straight from the parts (no
-        // intermediate envelope): `{"channel":"…","id":"…","data":…}`.
-        let put_envelope_tail = |b: &mut BytesMut| {
-            b.put_slice(b"\"channel\":\"");
-            b.put_slice(channel.as_bytes());
-            b.put_slice(b"\",\"id\":\"");
-            b.put_slice(id_text);
-            b.put_slice(b"\",\"data\":");
-            b.put_slice(data);
-            b.put_u8(b'}');
-        };
-        // Exact, so that neither buffer grows (a reallocation per message,
+        let data = std::str::from_utf8(data).unwrap_or("null");
+        let digits = |v: u64| v.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let id_len = digits(id.ms) + 1 + digits(id.seq);
+        // Exact, so that the buffer never grows (a reallocation per message,
         // and retained history twice its size, when this was one short).
-        const TAIL: usize =
-            "\"channel\":\"".len() + "\",\"id\":\"".len() + "\",\"data\":".len() + 1;
-        let body_len = channel.len() + id_len + data.len() + TAIL;
+        let len = WS_PREFIX.len()
+            + "\"channel\":\"".len()
+            + channel.len()
+            + "\",\"id\":\"".len()
+            + id_len
+            + "\",\"data\":".len()
+            + data.len()
+            + 1;
+        // Built as text from text (the channel and id are ASCII): nothing
+        // is checked again as UTF-8.
+        let mut ws = String::with_capacity(len);
+        ws.push_str(WS_PREFIX);
+        ws.push_str("\"channel\":\"");
+        ws.push_str(&channel);
+        ws.push_str("\",\"id\":\"");
+        let mut n = itoa::Buffer::new();
+        ws.push_str(n.format(id.ms));
+        ws.push('-');
+        ws.push_str(n.format(id.seq));
+        ws.push_str("\",\"data\":");
+        ws.push_str(data);
+        ws.push('}');
+        debug_assert_eq!(ws.len(), len);
 
-        // The frame is built as text from text (the channel and id are
-        // ASCII): only `data` is checked as UTF-8, not the whole frame again.
-        let ws_frame = match std::str::from_utf8(data) {
-            Ok(text) => {
-                let mut ws = String::with_capacity(WS_PREFIX.len() + body_len);
-                ws.push_str(WS_PREFIX);
-                ws.push_str("\"channel\":\"");
-                ws.push_str(&channel);
-                ws.push_str("\",\"id\":\"");
-                let mut n = itoa::Buffer::new();
-                ws.push_str(n.format(id.ms));
-                ws.push('-');
-                ws.push_str(n.format(id.seq));
-                ws.push_str("\",\"data\":");
-                ws.push_str(text);
-                ws.push('}');
-                debug_assert_eq!(ws.len(), WS_PREFIX.len() + body_len);
-                Utf8Bytes::from(ws)
-            }
-            // Not from this node (which publishes only checked JSON): a
-            // frame without the data rather than invalid text.
-            Err(_) => Utf8Bytes::from_static("{\"type\":\"message\"}"),
+        let mut sse_head = [0u8; SSE_HEAD_MAX];
+        let mut at = 0;
+        let mut put = |part: &[u8]| {
+            sse_head[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         };
-
+        put(b"id: ");
+        put(IdText::default().of(id));
+        put(b"\n");
         let sse_id_len = 5 + id_len;
-        let mut sse = BytesMut::with_capacity(sse_id_len + SSE_PREFIX.len() + body_len + 3);
-        sse.put_slice(b"id: ");
-        sse.put_slice(id_text);
-        sse.put_u8(b'\n');
-        sse.put_slice(SSE_PREFIX);
-        sse.put_u8(b'{');
-        put_envelope_tail(&mut sse);
-        sse.put_slice(b"\n\n");
-        debug_assert_eq!(sse.len(), sse_id_len + SSE_PREFIX.len() + body_len + 3);
+        put(SSE_PREFIX);
         Message {
             channel,
             id,
             accepted,
-            ws_frame,
-            sse: sse.freeze(),
-            // At most 5 + 41 bytes (the id buffer above).
+            ws_frame: Utf8Bytes::from(ws),
+            sse_head,
+            // At most SSE_HEAD_MAX (68) bytes.
+            sse_head_len: at as u8,
             sse_id_len: sse_id_len as u8,
         }
     }
@@ -247,22 +242,42 @@ impl Message {
         &self.ws_frame
     }
 
+    /// The envelope after its `{`: `"channel":…,"id":…,"data":…}`.
+    fn tail(&self) -> &[u8] {
+        &self.ws_frame.as_bytes()[WS_PREFIX.len()..]
+    }
+
+    /// The SSE event with `id: <this id>`, the whole event of a stream of
+    /// one channel, as the slices to write in order.
+    pub fn sse_framed(&self) -> [&[u8]; 3] {
+        [
+            &self.sse_head[..usize::from(self.sse_head_len)],
+            self.tail(),
+            b"\n\n",
+        ]
+    }
+
     /// The SSE event without its `id:` line, for streams whose cursor
     /// holds more than this id.
-    pub fn sse_event(&self) -> &[u8] {
-        &self.sse[usize::from(self.sse_id_len)..]
+    pub fn sse_event(&self) -> [&[u8]; 3] {
+        let [head, tail, end] = self.sse_framed();
+        [&head[usize::from(self.sse_id_len)..], tail, end]
     }
 
-    /// The SSE event with `id: <this id>`: the whole event of a stream of
-    /// one channel (shared bytes).
-    pub fn sse_framed(&self) -> &Bytes {
-        &self.sse
+    /// Length of [`Message::sse_framed`].
+    pub fn sse_framed_len(&self) -> usize {
+        usize::from(self.sse_head_len) + self.tail().len() + 2
     }
 
-    /// The envelope JSON `{"channel","id","data"}` (shared bytes).
-    pub fn envelope(&self) -> Bytes {
-        let start = usize::from(self.sse_id_len) + SSE_PREFIX.len();
-        self.sse.slice(start..self.sse.len() - 2)
+    /// Length of the envelope JSON `{"channel","id","data"}`.
+    pub fn envelope_len(&self) -> usize {
+        1 + self.tail().len()
+    }
+
+    /// Appends the envelope JSON `{"channel","id","data"}`.
+    pub fn put_envelope(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        out.extend_from_slice(self.tail());
     }
 }
 
@@ -355,8 +370,12 @@ mod tests {
             assert_eq!(out, format!("x{id}").into_bytes());
             let m = Message::new("c".into(), id, b"1", Instant::now());
             assert_eq!(
-                &*m.envelope(),
+                envelope(&m),
                 format!("{{\"channel\":\"c\",\"id\":\"{id}\",\"data\":1}}").as_bytes()
+            );
+            assert_eq!(
+                m.sse_framed()[0],
+                format!("id: {id}\nevent: message\ndata: {{").as_bytes()
             );
         }
     }
@@ -422,18 +441,37 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(
-            &m.envelope()[..],
+            envelope(&m),
             br#"{"channel":"news","id":"7-1","data":{"a":[1,2]}}"#
         );
         assert_eq!(
             m.ws_frame().as_str(),
             r#"{"type":"message","channel":"news","id":"7-1","data":{"a":[1,2]}}"#
         );
-        assert_eq!(m.sse_event(), b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
+        assert_eq!(m.sse_event().concat(), b"event: message\ndata: {\"channel\":\"news\",\"id\":\"7-1\",\"data\":{\"a\":[1,2]}}\n\n");
         assert_eq!(
-            &m.sse_framed()[..],
-            [&b"id: 7-1\n"[..], m.sse_event()].concat()
+            m.sse_framed().concat(),
+            [&b"id: 7-1\n"[..], &m.sse_event().concat()].concat()
         );
+        assert_eq!(m.sse_framed_len(), m.sse_framed().concat().len());
+        assert_eq!(m.envelope_len(), envelope(&m).len());
+        // One heap buffer: the SSE event's body is the frame's own bytes.
+        assert_eq!(
+            m.sse_framed()[1].as_ptr(),
+            m.ws_frame().as_bytes()[WS_PREFIX.len()..].as_ptr()
+        );
+    }
+
+    #[test]
+    fn data_that_is_not_utf8_is_carried_as_null() {
+        let m = Message::new("c".into(), MessageId::new(1, 0), b"\xff", Instant::now());
+        assert_eq!(envelope(&m), br#"{"channel":"c","id":"1-0","data":null}"#);
+    }
+
+    fn envelope(m: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.put_envelope(&mut out);
+        out
     }
 
     #[test]

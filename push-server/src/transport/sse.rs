@@ -104,7 +104,9 @@ impl Opened {
             out.extend_from_slice(b"id: ");
             cursor::write(&self.positions, out);
             out.push(b'\n');
-            out.extend_from_slice(m.sse_event());
+            for part in m.sse_event() {
+                out.extend_from_slice(part);
+            }
         }
     }
 
@@ -136,7 +138,7 @@ impl<S: EventSink> Transport for Sse<S> {
             *position = last.id;
             return self.sink.write_buf(&mut Framed::new(batch)).await;
         }
-        let mut out = Vec::with_capacity(batch.len() * (last.sse_event().len() + 40));
+        let mut out = Vec::with_capacity(batch.len() * (last.sse_framed_len() + 40));
         self.opened.encode(batch, &mut out);
         self.sink.write(out).await
     }
@@ -164,20 +166,24 @@ impl<S: EventSink> Transport for Sse<S> {
 }
 
 /// The shared framed events of a batch as one [`Buf`], for a vectored
-/// write of every message in it (a writev takes at most 64 of them, and a
-/// batch holds at most `WRITE_BATCH`).
+/// write of every message in it: three slices per message (its inline head,
+/// the frame's shared tail, `\n\n`); a writev takes at most 64 slices, and
+/// what does not fit goes in the next.
 struct Framed<'a> {
     rest: &'a [Arc<Message>],
-    /// Bytes of `rest[0]` already written.
+    /// The part of `rest[0]`'s event being written (see `Message::sse_framed`).
+    part: usize,
+    /// Bytes of that part already written.
     at: usize,
     left: usize,
 }
 
 impl<'a> Framed<'a> {
     fn new(batch: &'a [Arc<Message>]) -> Framed<'a> {
-        let left = batch.iter().map(|m| m.sse_framed().len()).sum();
+        let left = batch.iter().map(|m| m.sse_framed_len()).sum();
         Framed {
             rest: batch,
+            part: 0,
             at: 0,
             left,
         }
@@ -190,32 +196,43 @@ impl Buf for Framed<'_> {
     }
 
     fn chunk(&self) -> &[u8] {
+        // `at` is always inside its part, and no part is empty.
         self.rest
             .first()
-            .map_or(&[], |m| &m.sse_framed()[self.at..])
+            .map_or(&[], |m| &m.sse_framed()[self.part][self.at..])
     }
 
     fn advance(&mut self, mut n: usize) {
         self.left -= n.min(self.left);
         while let Some(first) = self.rest.first() {
-            let here = first.sse_framed().len() - self.at;
+            let here = first.sse_framed()[self.part].len() - self.at;
             if n < here {
                 self.at += n;
                 return;
             }
             n -= here;
             self.at = 0;
-            self.rest = &self.rest[1..];
+            self.part += 1;
+            if self.part == 3 {
+                self.part = 0;
+                self.rest = &self.rest[1..];
+            }
         }
     }
 
     fn chunks_vectored<'b>(&'b self, dst: &mut [IoSlice<'b>]) -> usize {
-        let mut at = self.at;
         let mut n = 0;
-        for (slot, m) in dst.iter_mut().zip(self.rest) {
-            *slot = IoSlice::new(&m.sse_framed()[at..]);
-            at = 0;
-            n += 1;
+        let (mut from, mut at) = (self.part, self.at);
+        for m in self.rest {
+            for part in &m.sse_framed()[from..] {
+                let Some(slot) = dst.get_mut(n) else {
+                    return n;
+                };
+                *slot = IoSlice::new(&part[at..]);
+                at = 0;
+                n += 1;
+            }
+            from = 0;
         }
         n
     }
@@ -241,7 +258,7 @@ mod tests {
     }
 
     fn whole(batch: &[Arc<Message>]) -> Vec<u8> {
-        batch.iter().flat_map(|m| m.sse_framed().to_vec()).collect()
+        batch.iter().flat_map(|m| m.sse_framed().concat()).collect()
     }
 
     #[test]
@@ -262,17 +279,34 @@ mod tests {
     fn framed_resumes_after_partial_writes() {
         let batch = batch();
         let all = whole(&batch);
-        let first = batch[0].sse_framed().len();
+        let first = batch[0].sse_framed_len();
         // Partial writes: inside the first event, to its end, into the third.
-        for cut in [3, first, first + batch[1].sse_framed().len() + 2] {
+        // Partial writes: inside the first event's head, at its end, inside
+        // a tail, at a part's end.
+        let head = batch[0].sse_framed()[0].len();
+        for cut in [
+            3,
+            head,
+            head + 1,
+            first - 2,
+            first - 1,
+            first,
+            first + batch[1].sse_framed_len() + 2,
+        ] {
             let mut framed = Framed::new(&batch);
             framed.advance(cut);
             assert_eq!(framed.remaining(), all.len() - cut);
             let mut slices = [IoSlice::new(&[]); 64];
-            let n = framed.chunks_vectored(&mut slices);
-            let rest: Vec<u8> = slices[..n].iter().flat_map(|s| s.to_vec()).collect();
+            let parts = framed.chunks_vectored(&mut slices);
+            let rest: Vec<u8> = slices[..parts].iter().flat_map(|s| s.to_vec()).collect();
             assert_eq!(rest, all[cut..]);
             assert_eq!(framed.chunk(), &slices[0][..]);
+            // Fewer slots than parts: a prefix, in order.
+            let mut few = [IoSlice::new(&[]); 4];
+            let n = framed.chunks_vectored(&mut few);
+            assert_eq!(n, parts.min(4));
+            let prefix: Vec<u8> = few[..n].iter().flat_map(|s| s.to_vec()).collect();
+            assert!(all[cut..].starts_with(&prefix));
         }
     }
 }
