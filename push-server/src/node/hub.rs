@@ -396,7 +396,10 @@ impl Hub {
                 };
                 Arc::new(Entry {
                     state: Mutex::new(EntryState {
-                        subs: Slab::new(),
+                        // Most channels have one subscriber here (personal
+                        // channels): room for one, not the four a first
+                        // insert would reserve.
+                        subs: Slab::with_capacity(1),
                         last: MessageId::ZERO,
                         ready,
                     }),
