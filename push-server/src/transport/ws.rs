@@ -14,10 +14,12 @@ use crate::config::Config;
 use crate::metrics;
 use crate::protocol::{Disconnect, Message};
 
-/// Initial tungstenite read buffer: small, because clients send little
-/// (subscribe, ack, ping) and it is allocated per connection (tungstenite's
-/// default is 128 KiB). A larger frame grows it as needed.
-pub(crate) const READ_BUFFER: usize = 512;
+/// Initial tungstenite read buffer, and the most it reads at a time: small,
+/// because clients send little (subscribe, ack, ping) and it is allocated
+/// per connection (tungstenite's default is 128 KiB). A larger frame grows
+/// it to the frame's size and is read 256 bytes a time; 512 here was an
+/// eighth of an idle WebSocket connection's memory (docs/benchmarks.md).
+pub(crate) const READ_BUFFER: usize = 256;
 /// Bytes buffered before tungstenite writes; we flush after each batch anyway.
 pub(crate) const WRITE_BUFFER: usize = 16 * 1024;
 
