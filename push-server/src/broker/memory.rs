@@ -20,6 +20,8 @@ const SHARDS: usize = 64;
 
 /// One channel's id counter and history.
 struct ChannelLog {
+    /// The channel's name, shared by the map's key and every message.
+    channel: Channel,
     /// Newest id assigned (or the floor the log was created with).
     last: MessageId,
     /// Newest id that is no longer retained: `since` below it has a gap.
@@ -34,8 +36,9 @@ impl ChannelLog {
     /// A log created now. `floor` is the oldest id it can vouch for: a
     /// `since` below it may have missed messages of a forgotten log (or of
     /// an earlier process) and is reported as unrecoverable.
-    fn new(floor: MessageId) -> ChannelLog {
+    fn new(channel: Channel, floor: MessageId) -> ChannelLog {
         ChannelLog {
+            channel,
             last: MessageId::new(now_ms(), 0),
             trimmed: floor,
             ring: VecDeque::new(),
@@ -130,15 +133,24 @@ impl MemoryBroker {
     }
 
     /// Publishes synchronously: id, history and live delivery in one step.
-    pub fn publish_now(&self, channel: Channel, data: &[u8]) -> MessageId {
+    pub fn publish_now(&self, channel: &str, data: &[u8]) -> MessageId {
         let now = Instant::now();
-        let mut shard = self.shard(&channel);
+        let mut shard = self.shard(channel);
+        // A known channel is found by `&str`: no name is allocated per publish.
+        if let Some(log) = shard.get_mut(channel) {
+            return self.append(log, data, now);
+        }
+        let channel: Channel = channel.into();
         let log = shard
             .entry(channel.clone())
-            .or_insert_with(|| ChannelLog::new(self.floor()));
+            .or_insert_with(|| ChannelLog::new(channel, self.floor()));
+        self.append(log, data, now)
+    }
+
+    fn append(&self, log: &mut ChannelLog, data: &[u8], now: Instant) -> MessageId {
         let id = log.last.next_at(now_ms());
         log.last = id;
-        let msg = Arc::new(Message::new(channel, id, data, now));
+        let msg = Arc::new(Message::new(log.channel.clone(), id, data, now));
         if self.history_size > 0 {
             log.expire(self.history_ttl, now);
             if log.ring.len() == self.history_size {
@@ -213,11 +225,11 @@ async fn sweep(broker: Weak<MemoryBroker>, period: Duration) {
 }
 
 impl Broker for MemoryBroker {
-    fn publish(
-        &self,
-        channel: Channel,
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
         data: Bytes,
-    ) -> BoxFuture<'_, Result<MessageId, BrokerError>> {
+    ) -> BoxFuture<'a, Result<MessageId, BrokerError>> {
         future::ready(Ok(self.publish_now(channel, &data))).boxed()
     }
 
@@ -234,7 +246,7 @@ impl Broker for MemoryBroker {
         let mut shard = self.shard(channel);
         shard
             .entry(channel.clone())
-            .or_insert_with(|| ChannelLog::new(self.floor()))
+            .or_insert_with(|| ChannelLog::new(channel.clone(), self.floor()))
             .subscribed = true;
         future::ready(Ok(())).boxed()
     }
@@ -270,7 +282,7 @@ mod tests {
         let ch: Channel = "news".into();
         b.subscribe(&ch).await.unwrap();
         let ids: Vec<_> = (0..5)
-            .map(|i| b.publish_now(ch.clone(), i.to_string().as_bytes()))
+            .map(|i| b.publish_now(&ch, i.to_string().as_bytes()))
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(
@@ -288,6 +300,11 @@ mod tests {
             h.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
             ids[2..]
         );
+        // Every retained message shares the log's one name of its channel.
+        assert!(h
+            .messages
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].channel, &w[1].channel)));
         assert_eq!(h.position, ids[4]);
         let h = b.read_now(&ch, Some(ids[2]), 1);
         assert_eq!(
@@ -310,7 +327,7 @@ mod tests {
     async fn ttl_expires_messages() {
         let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_millis(1));
         let ch: Channel = "t".into();
-        let id = b.publish_now(ch.clone(), b"1");
+        let id = b.publish_now(&ch, b"1");
         std::thread::sleep(Duration::from_millis(3));
         let h = b.read_now(&ch, Some(MessageId::new(id.ms, 0).min(id)), 10);
         assert!(h.messages.is_empty());
@@ -325,13 +342,13 @@ mod tests {
         let sink = Arc::new(Collect::default());
         let b = MemoryBroker::new(sink.clone(), 0, Duration::from_secs(60));
         let ch: Channel = "p".into();
-        b.publish_now(ch.clone(), b"1");
+        b.publish_now(&ch, b"1");
         assert!(
             sink.0.lock().unwrap().is_empty(),
             "not subscribed: not delivered"
         );
         b.subscribe(&ch).await.unwrap();
-        let id = b.publish_now(ch.clone(), b"2");
+        let id = b.publish_now(&ch, b"2");
         assert_eq!(sink.0.lock().unwrap().len(), 1);
         let h = b.read_now(&ch, None, 10);
         assert!(h.messages.is_empty());
@@ -350,7 +367,7 @@ mod tests {
         let ch: Channel = "quiet".into();
         b.subscribe(&ch).await.unwrap();
         let cursor = b.read_now(&ch, None, 10).position;
-        let old = b.publish_now(ch.clone(), b"expires");
+        let old = b.publish_now(&ch, b"expires");
         b.unsubscribe(&ch);
         std::thread::sleep(Duration::from_millis(30));
         b.sweep_once();
@@ -366,7 +383,7 @@ mod tests {
             !b.read_now(&ch, Some(old), 10).recovered,
             "a forgotten log cannot vouch for cursors older than keep"
         );
-        let new = b.publish_now(ch.clone(), b"after");
+        let new = b.publish_now(&ch, b"after");
         assert!(new > old, "ids keep rising across a forgotten log");
         let h = b.read_now(&ch, Some(b.floor()), 10);
         assert!(h.recovered);
@@ -382,7 +399,7 @@ mod tests {
         b.unsubscribe(&ch);
         std::thread::sleep(Duration::from_millis(5));
         b.sweep_once();
-        b.publish_now(ch.clone(), b"1");
+        b.publish_now(&ch, b"1");
         let h = b.read_now(&ch, Some(cursor), 10);
         assert!(h.recovered, "the cursor of a quiet channel resumes");
         assert_eq!(h.messages.len(), 1);
@@ -397,7 +414,7 @@ mod tests {
             Duration::from_millis(1),
         );
         for i in 0..100 {
-            b.publish_now(format!("c{i}").into(), b"x");
+            b.publish_now(&format!("c{i}"), b"x");
         }
         std::thread::sleep(Duration::from_millis(5));
         b.sweep_once();

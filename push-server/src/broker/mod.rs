@@ -81,11 +81,13 @@ pub struct History {
 pub trait Broker: Send + Sync + 'static {
     /// Appends `data` (one compact JSON value) to the channel and delivers it
     /// to every node subscribed to it; returns the new id.
-    fn publish(
-        &self,
-        channel: Channel,
+    /// The channel is borrowed: a broker keeps its own shared name per
+    /// channel, so a publish allocates none.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
         data: Bytes,
-    ) -> BoxFuture<'_, Result<MessageId, BrokerError>>;
+    ) -> BoxFuture<'a, Result<MessageId, BrokerError>>;
 
     /// Reads retained messages after `since` (all retained ones when `None`),
     /// oldest first, at most `limit`.

@@ -20,7 +20,7 @@ fn session(hub: &Arc<Hub>, queue: usize) -> (Session, Receiver) {
 
 async fn publish(hub: &Hub, channel: &str, data: &str) -> MessageId {
     hub.broker()
-        .publish(channel.into(), data.as_bytes().to_vec().into())
+        .publish(channel, data.as_bytes().to_vec().into())
         .await
         .expect("memory publish")
 }

@@ -61,8 +61,8 @@ pub(crate) struct Node {
 }
 
 /// A publish that passed every check, ready for the broker.
-struct Checked {
-    channel: Channel,
+struct Checked<'a> {
+    channel: &'a str,
     data: Vec<u8>,
 }
 
@@ -155,12 +155,12 @@ impl Node {
 
     /// Every check of a publish, in one order for every route: channel,
     /// draining, size, permission, data.
-    fn check_publish(
+    fn check_publish<'a>(
         &self,
         principal: &Principal,
-        channel: &str,
+        channel: &'a str,
         data: Data<'_>,
-    ) -> Result<Checked, Error> {
+    ) -> Result<Checked<'a>, Error> {
         validate_channel(channel)?;
         self.check_publish_allowed()?;
         let limit = self.config.max_message_bytes;
@@ -174,7 +174,7 @@ impl Node {
             ));
         }
         Ok(Checked {
-            channel: channel.into(),
+            channel,
             data: data.encode()?,
         })
     }
@@ -190,7 +190,7 @@ impl Node {
         Ok(())
     }
 
-    async fn publish_checked(&self, checked: Checked) -> Result<MessageId, Error> {
+    async fn publish_checked(&self, checked: Checked<'_>) -> Result<MessageId, Error> {
         let id = self
             .hub
             .broker()
@@ -230,7 +230,7 @@ impl Node {
         let total = ready.len();
         let mut out = Vec::with_capacity(total);
         for (done, checked) in ready.into_iter().enumerate() {
-            let channel = checked.channel.clone();
+            let channel: Channel = checked.channel.into();
             match self.publish_checked(checked).await {
                 Ok(id) => out.push((channel, id)),
                 Err(mut e) => {

@@ -350,8 +350,8 @@ impl Shared {
         }
     }
 
-    async fn publish(&self, channel: Channel, data: Bytes) -> Result<MessageId, BrokerError> {
-        let key = history_key(&channel);
+    async fn publish(&self, channel: &str, data: Bytes) -> Result<MessageId, BrokerError> {
+        let key = history_key(channel);
         let epoch = epoch_key(&key);
         let publish_cmd = if self.commands.target().is_cluster() {
             "SPUBLISH"
@@ -362,7 +362,7 @@ impl Shared {
         let id: String = if replicas == 0 {
             let script = self.publish_script.clone();
             let (maxlen, ttl) = (self.maxlen(), self.ttl_ms());
-            let pubsub = pubsub_channel(&channel);
+            let pubsub = pubsub_channel(channel);
             let data = data.clone();
             self.commands
                 .run(move |mut c| {
@@ -382,7 +382,7 @@ impl Shared {
                 })
                 .await?
         } else {
-            self.publish_and_wait(&channel, &data, publish_cmd, replicas)
+            self.publish_and_wait(channel, &data, publish_cmd, replicas)
                 .await?
         };
         self.commands_up.store(true, Ordering::Relaxed);
@@ -531,11 +531,11 @@ impl Shared {
 }
 
 impl Broker for RedisBroker {
-    fn publish(
-        &self,
-        channel: Channel,
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
         data: Bytes,
-    ) -> BoxFuture<'_, Result<MessageId, BrokerError>> {
+    ) -> BoxFuture<'a, Result<MessageId, BrokerError>> {
         self.shared.publish(channel, data).boxed()
     }
 
