@@ -130,9 +130,7 @@ pub(super) fn put_published_json(out: &mut Vec<u8>, channel: &str, id: MessageId
 
 /// The length of [`published_json`], before it is written.
 pub(super) fn published_json_len(channel: &str, id: MessageId) -> usize {
-    let mut n = itoa::Buffer::new();
-    let digits = n.format(id.ms).len() + 1 + n.format(id.seq).len();
-    r#"{"channel":"","id":""}"#.len() + channel.len() + digits
+    r#"{"channel":"","id":""}"#.len() + channel.len() + id.text_len()
 }
 
 /// `POST /api/v1/channels/{channel}/messages`

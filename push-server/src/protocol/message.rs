@@ -64,6 +64,12 @@ impl MessageId {
         MessageId { ms, seq }
     }
 
+    /// The length of `<ms>-<seq>`, without writing it.
+    pub fn text_len(self) -> usize {
+        let digits = |v: u64| v.checked_ilog10().map_or(1, |d| d as usize + 1);
+        digits(self.ms) + 1 + digits(self.seq)
+    }
+
     /// Appends `<ms>-<seq>`: what `Display` writes, without `fmt` (every
     /// publish answer carries one).
     pub fn put_text(self, out: &mut Vec<u8>) {
@@ -186,8 +192,7 @@ impl Message {
     /// checked JSON) is carried as `null`.
     pub fn new(channel: Channel, id: MessageId, data: &[u8], accepted: Instant) -> Message {
         let data = std::str::from_utf8(data).unwrap_or("null");
-        let digits = |v: u64| v.checked_ilog10().map_or(1, |d| d as usize + 1);
-        let id_len = digits(id.ms) + 1 + digits(id.seq);
+        let id_len = id.text_len();
         // Exact, so that the buffer never grows (a reallocation per message,
         // and retained history twice its size, when this was one short).
         let len = WS_PREFIX.len()
@@ -205,6 +210,7 @@ impl Message {
         ws.push_str("\"channel\":\"");
         ws.push_str(&channel);
         ws.push_str("\",\"id\":\"");
+        let id_at = ws.len();
         let mut n = itoa::Buffer::new();
         ws.push_str(n.format(id.ms));
         ws.push('-');
@@ -221,7 +227,8 @@ impl Message {
             at += part.len();
         };
         put(b"id: ");
-        put(IdText::default().of(id));
+        // The id as the frame already has it: formatted once.
+        put(&ws.as_bytes()[id_at..id_at + id_len]);
         put(b"\n");
         let sse_id_len = 5 + id_len;
         put(SSE_PREFIX);
@@ -363,11 +370,14 @@ mod tests {
         for id in [
             MessageId::ZERO,
             MessageId::new(1_796_641_670_008, 1),
+            MessageId::new(10, 9),
+            MessageId::new(999, 1000),
             MessageId::new(u64::MAX, u64::MAX),
         ] {
             let mut out = b"x".to_vec();
             id.put_text(&mut out);
             assert_eq!(out, format!("x{id}").into_bytes());
+            assert_eq!(id.text_len(), id.to_string().len());
             let m = Message::new("c".into(), id, b"1", Instant::now());
             assert_eq!(
                 envelope(&m),
