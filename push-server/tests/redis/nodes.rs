@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{client, start, ws_next, TestServer, Ws, WAIT};
+use crate::common::{client, history_page, start, ws_next, TestServer, Ws, WAIT};
 use crate::procs::until;
 
 /// Starts an in-process node with `args` and waits until it is ready
@@ -65,15 +65,7 @@ pub async fn try_publish(
 
 /// The ids of a history page, `/api/v1/channels/<path_and_query>`.
 pub async fn history_ids(s: &TestServer, path_and_query: &str) -> Vec<String> {
-    let page: Value = client()
-        .get(s.http(&format!("/api/v1/channels/{path_and_query}")))
-        .send()
-        .await
-        .expect("history request")
-        .json()
-        .await
-        .expect("history json");
-    page["messages"]
+    history_page(s, path_and_query).await["messages"]
         .as_array()
         .expect("messages")
         .iter()

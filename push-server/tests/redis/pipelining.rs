@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use crate::common::{client, read_answer, TestServer, WAIT};
+use crate::common::{history_messages, read_answer, TestServer, WAIT};
 use crate::nodes::node;
 use crate::procs::Redis;
 
@@ -165,18 +165,68 @@ async fn pipelined_publishes_to_distinct_channels_are_in_flight_together() {
 
 /// The data of a channel's history, oldest first (the bodies are numbers).
 async fn history_data(s: &TestServer, channel: &str) -> Vec<usize> {
-    let page: Value = client()
-        .get(s.http(&format!("/api/v1/channels/{channel}/messages")))
-        .send()
+    history_messages(s, channel)
         .await
-        .expect("history")
-        .json()
-        .await
-        .expect("history JSON");
-    page["messages"]
-        .as_array()
-        .expect("messages")
         .iter()
         .map(|m| m["data"].as_u64().expect("number") as usize)
         .collect()
+}
+
+/// Refused requests inside a pipeline that waits for Redis: each is answered
+/// in its place with its error (400 `invalid_json`, 400 `invalid_channel`),
+/// and the publishes around it, sent to Redis together, are applied once.
+#[tokio::test]
+async fn refusals_in_a_pipelined_batch_are_answered_in_their_place() {
+    let redis = Redis::start(&[]).await;
+    let proxy = HoldingProxy::start(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let s = node(&["--redis-url", &url]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    tcp.write_all(publish_request("warm", "0").as_bytes())
+        .await
+        .expect("warm-up");
+    assert_eq!(read_answer(&mut tcp, &mut buf, "warm-up").await.status, 200);
+
+    let requests = [
+        ("r1", "1", 200, None),
+        ("r2", "{", 400, Some("invalid_json")),
+        ("r3", "3", 200, None),
+        ("r!4", "4", 400, Some("invalid_channel")),
+        ("r5", "5", 200, None),
+    ];
+    let before = proxy.publishes.load(Ordering::SeqCst);
+    proxy.open.send_replace(false);
+    let all: String = requests
+        .iter()
+        .map(|(channel, body, _, _)| publish_request(channel, body))
+        .collect();
+    tcp.write_all(all.as_bytes()).await.expect("requests");
+    proxy.wait_publishes(before, 3).await;
+    proxy.open.send_replace(true);
+
+    for (channel, _, status, code) in requests {
+        let a = read_answer(&mut tcp, &mut buf, channel).await;
+        assert_eq!(
+            a.status,
+            status,
+            "{channel}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        match code {
+            Some(code) => assert_eq!(a.code(), code, "{channel}"),
+            None => {
+                let v: Value = serde_json::from_slice(&a.body).expect("JSON body");
+                assert_eq!(v["channel"], channel, "answer out of order");
+            }
+        }
+    }
+    for (channel, want) in [
+        ("r1", vec![1]),
+        ("r2", vec![]),
+        ("r3", vec![3]),
+        ("r5", vec![5]),
+    ] {
+        assert_eq!(history_data(&s, channel).await, want, "{channel}");
+    }
 }

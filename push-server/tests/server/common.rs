@@ -410,3 +410,23 @@ pub async fn read_answer(tcp: &mut TcpStream, buf: &mut Vec<u8>, what: &str) -> 
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// A history page, `GET /api/v1/channels/<path_and_query>`, as JSON.
+pub async fn history_page(s: &TestServer, path_and_query: &str) -> Value {
+    client()
+        .get(s.http(&format!("/api/v1/channels/{path_and_query}")))
+        .send()
+        .await
+        .expect("history request")
+        .json()
+        .await
+        .expect("history JSON")
+}
+
+/// The messages of a channel's history, oldest first.
+pub async fn history_messages(s: &TestServer, channel: &str) -> Vec<Value> {
+    history_page(s, &format!("{channel}/messages")).await["messages"]
+        .as_array()
+        .expect("messages")
+        .clone()
+}

@@ -247,17 +247,8 @@ async fn a_pipeline_goes_on_through_the_router_from_its_first_other_request() {
     let mut rest = [0u8; 64];
     let eof = tokio::time::timeout(WAIT, tcp.read(&mut rest)).await;
     assert!(matches!(eof, Ok(Ok(0)) | Ok(Err(_))), "not closed: {eof:?}");
-    let history: Value = client()
-        .get(s.http("/api/v1/channels/mixed/messages"))
-        .send()
+    let data: Vec<Value> = history_messages(&s, "mixed")
         .await
-        .expect("history")
-        .json()
-        .await
-        .expect("history JSON");
-    let data: Vec<Value> = history["messages"]
-        .as_array()
-        .expect("messages")
         .iter()
         .map(|m| m["data"].clone())
         .collect();
