@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::{self, BoxFuture, FutureExt};
 
-use super::{Broker, BrokerError, History, Sink};
+use super::{Broker, BrokerError, History, Subscribers};
 use crate::protocol::message::{now_ms, Channel, Message, MessageId};
 
 const SHARDS: usize = 64;
@@ -28,8 +28,9 @@ struct ChannelLog {
     trimmed: MessageId,
     /// Retained messages, oldest first.
     ring: VecDeque<Arc<Message>>,
-    /// Whether the hub subscribed it (a subscribed log is never collected).
-    subscribed: bool,
+    /// The hub's subscribers, while it subscribes the channel (a subscribed
+    /// log is never collected).
+    subscribers: Option<Arc<dyn Subscribers>>,
 }
 
 impl ChannelLog {
@@ -42,7 +43,7 @@ impl ChannelLog {
             last: MessageId::new(now_ms(), 0),
             trimmed: floor,
             ring: VecDeque::new(),
-            subscribed: false,
+            subscribers: None,
         }
     }
 
@@ -60,7 +61,6 @@ impl ChannelLog {
 /// The in-process broker.
 pub struct MemoryBroker {
     shards: Box<[Mutex<HashMap<Channel, ChannelLog>>]>,
-    sink: Arc<dyn Sink>,
     /// Messages retained per channel (0: none).
     history_size: usize,
     /// Age after which a message leaves history.
@@ -79,20 +79,11 @@ const MIN_KEEP: Duration = Duration::from_secs(60);
 impl MemoryBroker {
     /// Creates the broker and its history sweeper (which stops when the
     /// broker is dropped). Must be called inside a Tokio runtime.
-    pub fn new(
-        sink: Arc<dyn Sink>,
-        history_size: usize,
-        history_ttl: Duration,
-    ) -> Arc<MemoryBroker> {
-        Self::with_keep(sink, history_size, history_ttl, history_ttl.max(MIN_KEEP))
+    pub fn new(history_size: usize, history_ttl: Duration) -> Arc<MemoryBroker> {
+        Self::with_keep(history_size, history_ttl, history_ttl.max(MIN_KEEP))
     }
 
-    fn with_keep(
-        sink: Arc<dyn Sink>,
-        history_size: usize,
-        history_ttl: Duration,
-        keep: Duration,
-    ) -> Arc<MemoryBroker> {
+    fn with_keep(history_size: usize, history_ttl: Duration, keep: Duration) -> Arc<MemoryBroker> {
         let (history_size, history_ttl) = if history_size == 0 || history_ttl.is_zero() {
             (0, Duration::ZERO)
         } else {
@@ -100,7 +91,6 @@ impl MemoryBroker {
         };
         let broker = Arc::new(MemoryBroker {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            sink,
             history_size,
             history_ttl,
             keep,
@@ -162,8 +152,8 @@ impl MemoryBroker {
         } else {
             log.trimmed = id;
         }
-        if log.subscribed {
-            self.sink.deliver(msg);
+        if let Some(to) = &log.subscribers {
+            to.deliver(msg);
         }
         id
     }
@@ -206,7 +196,7 @@ impl MemoryBroker {
                 if self.history_size > 0 {
                     log.expire(self.history_ttl, now);
                 }
-                log.subscribed || !log.ring.is_empty() || log.last >= quiet_before
+                log.subscribers.is_some() || !log.ring.is_empty() || log.last >= quiet_before
             });
         }
     }
@@ -242,19 +232,23 @@ impl Broker for MemoryBroker {
         future::ready(Ok(self.read_now(&channel, since, limit))).boxed()
     }
 
-    fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BrokerError>> {
+    fn subscribe(
+        &self,
+        channel: &Channel,
+        to: Arc<dyn Subscribers>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
         let mut shard = self.shard(channel);
         shard
             .entry(channel.clone())
             .or_insert_with(|| ChannelLog::new(channel.clone(), self.floor()))
-            .subscribed = true;
+            .subscribers = Some(to);
         future::ready(Ok(())).boxed()
     }
 
     fn unsubscribe(&self, channel: &Channel) {
         let mut shard = self.shard(channel);
         if let Some(log) = shard.get_mut(channel) {
-            log.subscribed = false;
+            log.subscribers = None;
         }
     }
 
@@ -269,7 +263,7 @@ mod tests {
 
     #[derive(Default)]
     struct Collect(Mutex<Vec<Arc<Message>>>);
-    impl Sink for Collect {
+    impl Subscribers for Collect {
         fn deliver(&self, msg: Arc<Message>) {
             self.0.lock().unwrap().push(msg);
         }
@@ -278,9 +272,9 @@ mod tests {
     #[tokio::test]
     async fn ids_increase_and_history_is_capped() {
         let sink = Arc::new(Collect::default());
-        let b = MemoryBroker::new(sink.clone(), 3, Duration::from_secs(60));
+        let b = MemoryBroker::new(3, Duration::from_secs(60));
         let ch: Channel = "news".into();
-        b.subscribe(&ch).await.unwrap();
+        b.subscribe(&ch, sink.clone()).await.unwrap();
         let ids: Vec<_> = (0..5)
             .map(|i| b.publish_now(&ch, i.to_string().as_bytes()))
             .collect();
@@ -325,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn ttl_expires_messages() {
-        let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_millis(1));
+        let b = MemoryBroker::new(10, Duration::from_millis(1));
         let ch: Channel = "t".into();
         let id = b.publish_now(&ch, b"1");
         std::thread::sleep(Duration::from_millis(3));
@@ -340,14 +334,14 @@ mod tests {
     #[tokio::test]
     async fn no_history_is_pure_pubsub() {
         let sink = Arc::new(Collect::default());
-        let b = MemoryBroker::new(sink.clone(), 0, Duration::from_secs(60));
+        let b = MemoryBroker::new(0, Duration::from_secs(60));
         let ch: Channel = "p".into();
         b.publish_now(&ch, b"1");
         assert!(
             sink.0.lock().unwrap().is_empty(),
             "not subscribed: not delivered"
         );
-        b.subscribe(&ch).await.unwrap();
+        b.subscribe(&ch, sink.clone()).await.unwrap();
         let id = b.publish_now(&ch, b"2");
         assert_eq!(sink.0.lock().unwrap().len(), 1);
         let h = b.read_now(&ch, None, 10);
@@ -358,14 +352,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_forgotten_quiet_log_still_resumes_and_ids_keep_rising() {
-        let b = MemoryBroker::with_keep(
-            Arc::new(Collect::default()),
-            10,
-            Duration::from_millis(1),
-            Duration::from_millis(20),
-        );
+        let sink = Arc::new(Collect::default());
+        let b = MemoryBroker::with_keep(10, Duration::from_millis(1), Duration::from_millis(20));
         let ch: Channel = "quiet".into();
-        b.subscribe(&ch).await.unwrap();
+        b.subscribe(&ch, sink.clone()).await.unwrap();
         let cursor = b.read_now(&ch, None, 10).position;
         let old = b.publish_now(&ch, b"expires");
         b.unsubscribe(&ch);
@@ -392,9 +382,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_log_within_keep_is_not_forgotten() {
-        let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_millis(1));
+        let sink = Arc::new(Collect::default());
+        let b = MemoryBroker::new(10, Duration::from_millis(1));
         let ch: Channel = "quiet".into();
-        b.subscribe(&ch).await.unwrap();
+        b.subscribe(&ch, sink.clone()).await.unwrap();
         let cursor = b.read_now(&ch, None, 10).position;
         b.unsubscribe(&ch);
         std::thread::sleep(Duration::from_millis(5));
@@ -407,12 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn pure_pubsub_logs_are_swept() {
-        let b = MemoryBroker::with_keep(
-            Arc::new(Collect::default()),
-            0,
-            Duration::ZERO,
-            Duration::from_millis(1),
-        );
+        let b = MemoryBroker::with_keep(0, Duration::ZERO, Duration::from_millis(1));
         for i in 0..100 {
             b.publish_now(&format!("c{i}"), b"x");
         }
@@ -430,7 +416,7 @@ mod tests {
     #[tokio::test]
     async fn ids_from_before_this_process_are_not_recovered() {
         let before = MessageId::new(now_ms().saturating_sub(1_000), 0);
-        let b = MemoryBroker::new(Arc::new(Collect::default()), 10, Duration::from_secs(60));
+        let b = MemoryBroker::new(10, Duration::from_secs(60));
         assert!(!b.read_now(&"fresh".into(), Some(before), 10).recovered);
     }
 }

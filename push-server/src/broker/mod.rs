@@ -1,9 +1,11 @@
 //! Brokers carry published messages to every node's hub and keep history.
 //!
 //! The hub subscribes a channel **once per node** (on its first local
-//! subscriber) and unsubscribes when the last one leaves; the broker calls
-//! [`Sink::deliver`] for every message of a subscribed channel, in id order
-//! per channel. Publishing assigns the id, appends to the channel's history
+//! subscriber) and unsubscribes when the last one leaves. It hands the
+//! broker the channel's [`Subscribers`] with the subscription, and the
+//! broker delivers every message of the channel straight to them, in id
+//! order: one channel lookup per message (the broker's), not a second one
+//! in the hub's map. Publishing assigns the id, appends to the channel's history
 //! and delivers live in one step, so history and live stream never disagree.
 //!
 //! - [`memory`]: in-process, single node (default).
@@ -19,12 +21,23 @@ use futures_util::future::BoxFuture;
 
 use crate::protocol::message::{Channel, Message, MessageId};
 
-/// Where a broker delivers messages: the hub.
-pub trait Sink: Send + Sync + 'static {
-    /// A message of a channel this node subscribed to. Must not block: it is
-    /// called from the broker's delivery path.
+/// One subscribed channel's subscribers on this node (the hub's entry for
+/// it), handed to the broker with the subscription: a broker delivers each
+/// message straight to it, without finding the channel in the hub's map a
+/// second time.
+///
+/// Called under the broker's own lock of the channel (the memory broker's
+/// shard, the Redis dispatcher's channel map): it must not block, and must
+/// not take a lock of the hub's channel map, which the hub holds while it
+/// calls [`Broker::subscribe`] and [`Broker::unsubscribe`].
+pub trait Subscribers: Send + Sync + 'static {
+    /// A message of the channel. Must not block.
     fn deliver(&self, msg: Arc<Message>);
+}
 
+/// What a broker asks of the hub besides delivery (which goes to each
+/// channel's [`Subscribers`]).
+pub trait Sink: Send + Sync + 'static {
     /// Messages of `channel` were lost and history no longer holds them
     /// (e.g. published while the broker connection was down, then trimmed):
     /// its subscribers must be told instead of silently missing them.
@@ -98,10 +111,14 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<History, BrokerError>>;
 
-    /// Starts delivering `channel` to the sink. The request is queued before
+    /// Starts delivering `channel` to `to`. The request is queued before
     /// this returns (so subscribe/unsubscribe calls take effect in call
     /// order); the future resolves once delivery is live.
-    fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BrokerError>>;
+    fn subscribe(
+        &self,
+        channel: &Channel,
+        to: Arc<dyn Subscribers>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// Stops delivering `channel`; queued in call order like `subscribe`.
     fn unsubscribe(&self, channel: &Channel);

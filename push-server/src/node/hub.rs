@@ -27,7 +27,7 @@ use futures_util::task::AtomicWaker;
 use slab::Slab;
 use tokio::sync::Notify;
 
-use crate::broker::{Broker, BrokerError, Sink};
+use crate::broker::{Broker, BrokerError, Sink, Subscribers};
 use crate::metrics::Metrics;
 use crate::protocol::{Channel, Disconnect, Message, MessageId};
 
@@ -254,9 +254,11 @@ impl ConnShared {
 
 type Ready = Shared<BoxFuture<'static, Result<(), BrokerError>>>;
 
-/// One channel's local subscribers.
+/// One channel's local subscribers; the broker holds it too, and delivers
+/// to it directly ([`Subscribers`]).
 struct Entry {
     state: Mutex<EntryState>,
+    metrics: Arc<Metrics>,
 }
 
 struct EntryState {
@@ -279,16 +281,14 @@ type Shard = Mutex<HashMap<Channel, Arc<Entry>>>;
 /// The channel → local subscribers map; the broker's [`Sink`].
 pub struct Registry {
     shards: Box<[Shard]>,
-    metrics: Arc<Metrics>,
     /// Bumped by every subscribe and unsubscribe ([`Sink::presence_version`]).
     version: AtomicU64,
 }
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Registry> {
+    pub fn new() -> Arc<Registry> {
         Arc::new(Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            metrics,
             version: AtomicU64::new(0),
         })
     }
@@ -312,12 +312,9 @@ impl Registry {
     }
 }
 
-impl Sink for Registry {
+impl Subscribers for Entry {
     fn deliver(&self, msg: Arc<Message>) {
-        let Some(entry) = self.entry(&msg.channel) else {
-            return;
-        };
-        let mut st = lock(&entry.state);
+        let mut st = lock(&self.state);
         if msg.id <= st.last {
             return;
         }
@@ -328,7 +325,9 @@ impl Sink for Registry {
             }
         }
     }
+}
 
+impl Sink for Registry {
     fn gap(&self, channel: &Channel) {
         let Some(entry) = self.entry(channel) else {
             return;
@@ -381,31 +380,37 @@ impl Hub {
 
     /// Adds `conn` to `channel`'s subscribers; subscribes at the broker if it
     /// is the first. Returns the slot and the broker readiness to await.
+    ///
+    /// Lock order: the registry's shard, then the broker's lock of the
+    /// channel, then the entry's state; a delivery holds the broker's lock
+    /// and takes the entry's, never a shard of the registry.
     fn register(&self, channel: &Channel, conn: &Arc<ConnShared>) -> (usize, Option<Ready>) {
         let mut shard = self.registry.shard(channel);
-        let entry = shard
-            .entry(channel.clone())
-            .or_insert_with(|| {
-                // Queued while the shard lock is held, so it cannot overtake
-                // an unsubscribe of the same channel.
-                let ready = self.broker.subscribe(channel).shared();
-                // Already live (the memory broker): nothing to keep.
-                let ready = match ready.peek() {
-                    Some(Ok(())) => None,
-                    _ => Some(ready),
-                };
-                Arc::new(Entry {
+        let entry = match shard.get(channel) {
+            Some(entry) => entry.clone(),
+            None => {
+                let entry = Arc::new(Entry {
                     state: Mutex::new(EntryState {
                         // Most channels have one subscriber here (personal
                         // channels): room for one, not the four a first
                         // insert would reserve.
                         subs: Slab::with_capacity(1),
                         last: MessageId::ZERO,
-                        ready,
+                        ready: None,
                     }),
-                })
-            })
-            .clone();
+                    metrics: self.metrics.clone(),
+                });
+                // Queued while the shard lock is held, so it cannot overtake
+                // an unsubscribe of the same channel.
+                let ready = self.broker.subscribe(channel, entry.clone()).shared();
+                // Already live (the memory broker): nothing to keep.
+                if !matches!(ready.peek(), Some(Ok(()))) {
+                    lock(&entry.state).ready = Some(ready);
+                }
+                shard.insert(channel.clone(), entry.clone());
+                entry
+            }
+        };
         let mut st = lock(&entry.state);
         let key = st.subs.insert(conn.clone());
         self.registry.version.fetch_add(1, Ordering::Release);
@@ -423,12 +428,17 @@ impl Hub {
         let Some(entry) = shard.get(channel).cloned() else {
             return;
         };
-        let mut st = lock(&entry.state);
-        if st.subs.contains(key) {
-            st.subs.remove(key);
-            self.registry.version.fetch_add(1, Ordering::Release);
-        }
-        if st.subs.is_empty() {
+        let empty = {
+            let mut st = lock(&entry.state);
+            if st.subs.contains(key) {
+                st.subs.remove(key);
+                self.registry.version.fetch_add(1, Ordering::Release);
+            }
+            st.subs.is_empty()
+        };
+        // The entry's lock is released first: the broker's lock of the
+        // channel comes before it (see `register`).
+        if empty {
             shard.remove(channel);
             self.broker.unsubscribe(channel);
         }

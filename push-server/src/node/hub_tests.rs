@@ -8,8 +8,8 @@ use crate::broker::memory::MemoryBroker;
 
 fn hub() -> Arc<Hub> {
     let metrics = Arc::new(Metrics::new());
-    let registry = Registry::new(metrics.clone());
-    let broker = MemoryBroker::new(registry.clone(), 100, Duration::from_secs(60));
+    let registry = Registry::new();
+    let broker = MemoryBroker::new(100, Duration::from_secs(60));
     Arc::new(Hub::new(registry, broker, metrics))
 }
 
@@ -125,4 +125,59 @@ async fn a_dropped_receiver_closes_the_queue() {
     drop(rx);
     publish(&hub, "c", "1").await;
     assert_eq!(a.shared.kick_reason(), None, "a closed queue is not slow");
+}
+
+/// Publishing to a channel while it is subscribed and unsubscribed from
+/// other threads must not deadlock: the hub takes its shard lock and then
+/// the broker's, so a delivery (which runs under the broker's lock) must
+/// never wait for a hub shard lock.
+#[test]
+fn publish_races_subscribe_without_deadlock() {
+    use futures_util::FutureExt;
+    use std::sync::mpsc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
+    let metrics = Arc::new(Metrics::new());
+    let registry = Registry::new();
+    let broker = MemoryBroker::new(100, Duration::from_secs(60));
+    let hub = Arc::new(Hub::new(registry, broker.clone(), metrics));
+
+    const ROUNDS: usize = 100_000;
+    let (done, finished) = mpsc::channel();
+    let publisher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                broker.publish_now("race", b"1");
+            }
+            let _ = done.send("publisher");
+        })
+    };
+    let subscriber = {
+        let hub = hub.clone();
+        std::thread::spawn(move || {
+            let (shared, _rx) = ConnShared::new(ROUNDS, None);
+            let mut session = Session::new(hub, shared, 4);
+            for _ in 0..ROUNDS {
+                session
+                    .subscribe("race".into(), None)
+                    .now_or_never()
+                    .expect("the memory broker subscribes at once")
+                    .expect("subscribed");
+                assert!(session.unsubscribe("race"));
+            }
+            let _ = done.send("subscriber");
+        })
+    };
+    for _ in 0..2 {
+        finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("publish and subscribe deadlocked");
+    }
+    publisher.join().unwrap();
+    subscriber.join().unwrap();
 }

@@ -77,7 +77,7 @@ impl Node {
             tracing::warn!("publishing is open to anyone (set --publish-key or a JWT key)");
         }
         let metrics = Arc::new(Metrics::new());
-        let registry = Registry::new(metrics.clone());
+        let registry = Registry::new();
         let durable = config.redis_url.is_some()
             || !config.redis_sentinel.is_empty()
             || !config.redis_cluster.is_empty();
@@ -100,7 +100,7 @@ impl Node {
             };
             Arc::new(RedisBroker::new(target, settings, registry.clone()))
         } else {
-            MemoryBroker::new(registry.clone(), config.history_size, config.history_ttl)
+            MemoryBroker::new(config.history_size, config.history_ttl)
         };
         metrics.broker_up.set(broker.is_up() as i64);
         let hub = Arc::new(Hub::new(registry, broker, metrics.clone()));

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::{Script, Value};
 
-use super::{Broker, BrokerError, History, Presence, Sink};
+use super::{Broker, BrokerError, History, Presence, Sink, Subscribers};
 use crate::protocol::message::{Channel, Message, MessageId};
 use conn::{unavailable, Commands, Conn};
 pub use conn::{Passwords, Target, TargetError};
@@ -548,8 +548,12 @@ impl Broker for RedisBroker {
         async move { self.shared.read(&channel, since, limit).await }.boxed()
     }
 
-    fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BrokerError>> {
-        self.sub.subscribe(channel)
+    fn subscribe(
+        &self,
+        channel: &Channel,
+        to: Arc<dyn Subscribers>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        self.sub.subscribe(channel, to)
     }
 
     fn unsubscribe(&self, channel: &Channel) {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{is_connection_error, redis_err, unavailable, RESPONSE_TIMEOUT};
 use super::{channel_of, parse_payload, pubsub_channel, slot, Shared};
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, Subscribers};
 use crate::protocol::message::{now_ms, Channel, Message, MessageId};
 
 /// Channels per SUBSCRIBE command when (re)subscribing many.
@@ -42,7 +42,11 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const CATCH_UP_PARALLEL: usize = 32;
 
 enum Ctl {
-    Sub(Channel, oneshot::Sender<Result<(), BrokerError>>),
+    Sub(
+        Channel,
+        Arc<dyn Subscribers>,
+        oneshot::Sender<Result<(), BrokerError>>,
+    ),
     Unsub(Channel),
 }
 
@@ -50,6 +54,8 @@ enum Ctl {
 struct ChanState {
     /// The channel (shared with every message built for it).
     channel: Channel,
+    /// The hub's subscribers of it: where its messages go.
+    to: Arc<dyn Subscribers>,
     /// Newest id delivered to the sink; before the first message, a floor
     /// just before the subscription (catch-up reads from here).
     last: MessageId,
@@ -71,9 +77,13 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BrokerError>> {
+    pub fn subscribe(
+        &self,
+        channel: &Channel,
+        to: Arc<dyn Subscribers>,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
         let (tx, rx) = oneshot::channel();
-        if self.ctl.send(Ctl::Sub(channel.clone(), tx)).is_err() {
+        if self.ctl.send(Ctl::Sub(channel.clone(), to, tx)).is_err() {
             return future::ready(Err(unavailable("broker stopped"))).boxed();
         }
         async move {
@@ -225,12 +235,7 @@ async fn control(
             }
         };
         let (dead_tx, mut dead) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(
-            push_rx,
-            chans.clone(),
-            shared.sink.clone(),
-            dead_tx,
-        ));
+        tokio::spawn(dispatch(push_rx, chans.clone(), dead_tx));
         if let Err(e) = catch_up(&shared, &chans, &conn).await {
             tracing::warn!(error = %e, "redis resubscribe/catch-up failed; retrying");
             continue;
@@ -312,11 +317,13 @@ async fn serve_online(
 /// A request while Redis is unreachable.
 fn offline(chans: &Chans, req: Ctl, err: &BrokerError) {
     match req {
-        Ctl::Sub(channel, reply) => {
+        Ctl::Sub(channel, to, reply) => {
             lock(chans)
                 .entry(channel.clone())
+                .and_modify(|st| st.to = to.clone())
                 .or_insert_with(|| ChanState {
                     channel,
+                    to,
                     last: floor_now(),
                     held: Some(Vec::new()),
                 });
@@ -335,11 +342,13 @@ async fn online(chans: &Chans, conn: &SubConn, batch: Vec<Ctl>) -> Result<(), Re
     let mut result = Ok(());
     for req in batch {
         match req {
-            Ctl::Sub(channel, reply) => {
+            Ctl::Sub(channel, to, reply) => {
                 lock(chans)
                     .entry(channel.clone())
+                    .and_modify(|st| st.to = to.clone())
                     .or_insert_with(|| ChanState {
                         channel: channel.clone(),
+                        to,
                         last: floor_now(),
                         held: None,
                     });
@@ -435,7 +444,7 @@ async fn catch_up(shared: &Shared, chans: &Chans, conn: &SubConn) -> Result<(), 
             for msg in history.messages.into_iter().chain(held) {
                 if msg.id > st.last {
                     st.last = msg.id;
-                    shared.sink.deliver(msg);
+                    st.to.deliver(msg);
                 }
             }
             if !history.recovered {
@@ -455,7 +464,6 @@ async fn catch_up(shared: &Shared, chans: &Chans, conn: &SubConn) -> Result<(), 
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     chans: Chans,
-    sink: Arc<dyn crate::broker::Sink>,
     dead: mpsc::UnboundedSender<()>,
 ) {
     while let Some(push) = rx.recv().await {
@@ -485,7 +493,7 @@ async fn dispatch(
                     Some(held) => held.push(msg),
                     None => {
                         st.last = id;
-                        sink.deliver(msg);
+                        st.to.deliver(msg);
                     }
                 }
             }
