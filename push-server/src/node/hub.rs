@@ -266,9 +266,16 @@ struct EntryState {
     /// Newest id fanned out: the broker may repeat itself after a reconnect.
     last: MessageId,
     /// Resolves when the broker subscription is live; `None` once it is
-    /// (dropped then, to keep idle channels small).
-    ready: Option<Ready>,
+    /// (dropped then, to keep idle channels small). Boxed: it exists only
+    /// while a Redis subscription is pending, and a pointer keeps every
+    /// entry in mimalloc's 96-byte class (see the assertion below).
+    ready: Option<Box<Ready>>,
 }
+
+// An entry per subscribed channel: 16 bytes of `Arc` counts plus this. One
+// byte more and every channel's entry takes the next size class (112).
+const _: () = assert!(std::mem::size_of::<Entry>() <= 80);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning only means a panic elsewhere; the maps stay consistent
     // because every critical section is a few non-panicking operations.
@@ -405,7 +412,7 @@ impl Hub {
                 let ready = self.broker.subscribe(channel, entry.clone()).shared();
                 // Already live (the memory broker): nothing to keep.
                 if !matches!(ready.peek(), Some(Ok(()))) {
-                    lock(&entry.state).ready = Some(ready);
+                    lock(&entry.state).ready = Some(Box::new(ready));
                 }
                 shard.insert(channel.clone(), entry.clone());
                 entry
@@ -414,7 +421,7 @@ impl Hub {
         let mut st = lock(&entry.state);
         let key = st.subs.insert(conn.clone());
         self.registry.version.fetch_add(1, Ordering::Release);
-        (key, st.ready.clone())
+        (key, st.ready.as_deref().cloned())
     }
 
     /// The broker subscription of `channel` is live: forget its future.
