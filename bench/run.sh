@@ -12,6 +12,9 @@
 #   BENCH_TRANSPORTS (default: "ws sse")
 #   BENCH_SCENARIOS  (default: "idle10k idle19k bcast1k bcast10k personal")
 #   BENCH_DURATION   seconds of publishing per fan-out scenario (default 4)
+#   BENCH_ROUNDS     rounds of every row (default 3): each round runs every server once, so
+#                    the servers alternate; the document shows each row's median round, every
+#                    round's figures, and Push against nchan round by round
 #   BENCH_DOC        document to update (default docs/benchmarks.md; "none" to skip)
 #   BENCH_APPEND=1   add this run's rows to bench/results/latest.* instead of replacing them
 #   PUSH_BIN         push-server binary (default: built here with cargo build --release)
@@ -23,6 +26,7 @@ SERVERS=${BENCH_SERVERS:-nchan push nchan-redis push-redis}
 TRANSPORTS=${BENCH_TRANSPORTS:-ws sse}
 SCENARIOS=${BENCH_SCENARIOS:-idle10k idle19k bcast1k bcast10k personal}
 DURATION=${BENCH_DURATION:-4}
+ROUNDS=${BENCH_ROUNDS:-3}
 DOC=${BENCH_DOC:-$BENCH_ROOT/docs/benchmarks.md}
 mkdir -p "$BENCH_RUN"
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -67,6 +71,9 @@ scenario_args() {
     esac
 }
 
+# Rounds outermost: this machine's speed drifts over minutes (docs/benchmarks.md, "Reading the
+# figures"), so each server's rows are spread over the run instead of taken back to back.
+for round in $(seq "$ROUNDS"); do
 for server in $SERVERS; do
     for scenario in $SCENARIOS; do
         for transport in $TRANSPORTS; do
@@ -82,7 +89,7 @@ for server in $SERVERS; do
             read -r -a args <<<"$(scenario_args "$scenario" "$server")"
             cmd=("${PIN_LOAD[@]}" "$BENCH_BIN" "${args[@]}" --transport "$transport" --label "$server"
                 --threads 1 "${urls[@]}" --server-pid "$SERVER_PIDS" --server-core "$SERVER_CPU" --out "$RESULTS")
-            log "$server $scenario $transport"
+            log "round $round/$ROUNDS: $server $scenario $transport"
             printf '%s\n' "${cmd[*]}" | sed -e "s|$BENCH_ROOT/||; s|--server-pid [0-9,]*|--server-pid <server pids>|; s|--out [^ ]*|--out <results.jsonl>|" >>"$COMMANDS"
             if ! "${cmd[@]}" >/dev/null; then
                 echo "$server $scenario $transport: push-bench failed (see the log above)." >>"$NOTES"
@@ -95,6 +102,7 @@ for server in $SERVERS; do
             stop_server "$server"
         done
     done
+done
 done
 
 [ "$DOC" = none ] && { log "results in $RESULTS"; exit 0; }
@@ -124,7 +132,7 @@ FRAGMENT=$BENCH_RUN/fragment-$STAMP.md
     echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")."
     echo "- Open files per process: $(ulimit -n) (hard $(ulimit -Hn))."
     echo "- nginx $(nginx -v 2>&1 | sed 's|.*/||'), libnginx-mod-nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null), redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')."
-    echo "- Server (and Redis) pinned to core $SERVER_CPU, push-bench to core $LOAD_CPU with one worker thread, both at nice $BENCH_NICE; a fresh server per row; 64-byte payloads; fan-out rows publish for $DURATION s."
+    echo "- Server (and Redis) pinned to core $SERVER_CPU, push-bench to core $LOAD_CPU with one worker thread, both at nice $BENCH_NICE; a fresh server per row; 64-byte payloads; fan-out rows publish for $DURATION s; $ROUNDS round(s), each running every server once."
     echo "- push-server: ${PUSH_DESC:-built from this commit}."
     busy=$(grep -c 'other processes' "$NOTES" || true)
     if [ "$busy" -gt 0 ]; then

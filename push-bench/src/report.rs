@@ -129,24 +129,220 @@ fn notes(rec: &Value) -> String {
     notes.join("; ")
 }
 
-/// The Markdown tables for a set of records, in input order.
+/// What makes two records the same row of a table: one per round when `bench/run.sh` runs
+/// several (`BENCH_ROUNDS`).
+fn row_key(rec: &Value) -> String {
+    [
+        "scenario",
+        "label",
+        "transport",
+        "shape",
+        "channels",
+        "connections",
+        "rate",
+    ]
+    .iter()
+    .map(|k| rec[*k].to_string())
+    .collect::<Vec<_>>()
+    .join("|")
+}
+
+/// Records grouped by [`row_key`], groups in order of first appearance, each group in input
+/// (round) order.
+fn groups<'a>(records: &[&'a Value]) -> Vec<Vec<&'a Value>> {
+    let mut out: Vec<Vec<&Value>> = Vec::new();
+    for &r in records {
+        let key = row_key(r);
+        match out.iter_mut().find(|g| row_key(g[0]) == key) {
+            Some(g) => g.push(r),
+            None => out.push(vec![r]),
+        }
+    }
+    out
+}
+
+/// The median record of a group by `key` (the upper one of an even count): the row shown.
+fn median<'a>(group: &[&'a Value], key: fn(&Value) -> Option<f64>) -> &'a Value {
+    let mut sorted = group.to_vec();
+    sorted.sort_by(|a, b| {
+        key(a)
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&key(b).unwrap_or(f64::INFINITY))
+    });
+    sorted[sorted.len() / 2]
+}
+
+fn cpu(rec: &Value) -> Option<f64> {
+    f(&rec["server_cpu_s_per_million"])
+}
+
+fn p99(rec: &Value) -> Option<f64> {
+    f(&rec["latency_ms"]["p99"])
+}
+
+fn rss(rec: &Value) -> Option<f64> {
+    f(&rec["rss_kib_per_conn"])
+}
+
+/// "a, b, c" of one figure over a group's rounds.
+fn each(group: &[&Value], key: fn(&Value) -> Option<f64>, digits: usize) -> String {
+    group
+        .iter()
+        .map(|r| {
+            key(r)
+                .map(|x| format!("{x:.digits$}"))
+                .unwrap_or("–".into())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The note of a row shown for several rounds.
+fn rounds_note(group: &[&Value], idle: bool) -> String {
+    if group.len() < 2 {
+        return String::new();
+    }
+    if idle {
+        format!("{} rounds: {} KiB", group.len(), each(group, rss, 2))
+    } else {
+        format!(
+            "{} rounds: {} s/M; p99 {} ms",
+            group.len(),
+            each(group, cpu, 1),
+            each(group, p99, 1)
+        )
+    }
+}
+
+fn join_notes(a: String, b: String) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => format!("{a}; {b}"),
+    }
+}
+
+/// Each Push row against the same row of its peer (`push` → `nchan`, `push-redis` →
+/// `nchan-redis`), round by round: efficiency (the peer's CPU per delivery over Push's) and
+/// whether Push's p99 was no worse; idle rows by memory per connection.
+fn comparison(groups: &[Vec<&Value>]) -> String {
+    let mut out = String::new();
+    let peer_of = |g: &Vec<&Value>| {
+        let label = g[0]["label"].as_str()?;
+        let peer = label
+            .strip_prefix("push")
+            .map(|rest| format!("nchan{rest}"))?;
+        let mut want = g[0].clone();
+        want["label"] = Value::from(peer);
+        let key = row_key(&want);
+        groups.iter().find(|p| row_key(p[0]) == key)
+    };
+    let mut rows = Vec::new();
+    for g in groups {
+        let Some(p) = peer_of(g) else { continue };
+        let idle = g[0]["scenario"] == "idle";
+        let what = if idle {
+            format!("idle {}", g[0]["connections"])
+        } else {
+            describe(g[0])
+        };
+        let pairs: Vec<(&Value, &Value)> = p.iter().copied().zip(g.iter().copied()).collect();
+        if idle {
+            let ratios: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(n, m)| Some(rss(n)? / rss(m)?))
+                .collect();
+            rows.push(format!(
+                "| {what} | {} | {} | {} KiB | {} KiB | {} less memory | – |",
+                g[0]["label"].as_str().unwrap_or("?"),
+                g[0]["transport"].as_str().unwrap_or("?"),
+                num(&median(p, rss)["rss_kib_per_conn"], 2),
+                num(&median(g, rss)["rss_kib_per_conn"], 2),
+                range(&ratios),
+            ));
+        } else {
+            let ratios: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(n, m)| Some(cpu(n)? / cpu(m)?))
+                .collect();
+            let no_worse = pairs
+                .iter()
+                .filter(|(n, m)| matches!((p99(n), p99(m)), (Some(a), Some(b)) if b <= a))
+                .count();
+            rows.push(format!(
+                "| {what} | {} | {} | {} | {} | {} | {} / {} ms, {no_worse} of {} rounds |",
+                g[0]["label"].as_str().unwrap_or("?"),
+                g[0]["transport"].as_str().unwrap_or("?"),
+                num(&median(p, cpu)["server_cpu_s_per_million"], 1),
+                num(&median(g, cpu)["server_cpu_s_per_million"], 1),
+                range(&ratios),
+                num(&median(p, p99)["latency_ms"]["p99"], 1),
+                num(&median(g, p99)["latency_ms"]["p99"], 1),
+                pairs.len(),
+            ));
+        }
+    }
+    if !rows.is_empty() {
+        out.push_str("\n### Push against nchan, round by round\n\n");
+        out.push_str("Fan-out rows: nchan's server CPU per delivery over Push's in each round (\"1.50×\": Push does the work on two thirds of the CPU), medians of the rounds, and the rounds in which Push's p99 was no worse than nchan's. Idle rows: nchan's memory per connection over Push's.\n\n");
+        out.push_str("| row | server | transport | nchan | Push | nchan ÷ Push, by round | p99 nchan / Push (medians), Push no worse in |\n");
+        out.push_str("|---|---|---|---:|---:|---|---|\n");
+        for r in rows {
+            out.push_str(&r);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// "1.52×" or "1.40–1.66× (median 1.52×)".
+fn range(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "–".into();
+    }
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (lo, hi, mid) = (
+        sorted[0],
+        sorted[sorted.len() - 1],
+        sorted[sorted.len() / 2],
+    );
+    if sorted.len() == 1 {
+        format!("{mid:.2}×")
+    } else {
+        format!("{lo:.2}–{hi:.2}× (median {mid:.2}×)")
+    }
+}
+
+/// The Markdown tables for a set of records: one row per server and scenario (the median
+/// round's, when there are several), in input order, then Push against nchan.
 pub fn tables(records: &[Value]) -> String {
     let mut out = String::new();
-    let idle: Vec<&Value> = records.iter().filter(|r| r["scenario"] == "idle").collect();
-    let fanout: Vec<&Value> = records
+    let all: Vec<&Value> = records.iter().collect();
+    let grouped = groups(&all);
+    let idle: Vec<(&Value, String)> = grouped
         .iter()
-        .filter(|r| r["scenario"] == "fanout")
+        .filter(|g| g[0]["scenario"] == "idle")
+        .map(|g| (median(g, rss), rounds_note(g, true)))
         .collect();
-    let max: Vec<&Value> = records.iter().filter(|r| r["scenario"] == "max").collect();
+    let shown = |scenario: &str| -> Vec<(&Value, String)> {
+        grouped
+            .iter()
+            .filter(|g| g[0]["scenario"] == scenario)
+            .map(|g| (median(g, cpu), rounds_note(g, false)))
+            .collect()
+    };
+    let fanout = shown("fanout");
+    let max = shown("max");
     if !idle.is_empty() {
         out.push_str("\n### Idle connections\n\n");
         out.push_str("| connections | server | transport | opened/s | server RSS/conn KiB | server RSS after MiB | notes |\n");
         out.push_str("|---:|---|---|---:|---:|---:|---|\n");
-        for r in idle {
+        for (r, rounds) in idle {
             let rss_after = f(&r["server_rss_kib_after"])
                 .map(|k| format!("{:.1}", k / 1024.0))
                 .unwrap_or("–".into());
-            let mut note = notes(r);
+            let mut note = join_notes(notes(r), rounds);
             if f(&r["hold_s"]).is_some_and(|h| h > 0.0) {
                 let _ = write!(
                     note,
@@ -184,7 +380,7 @@ pub fn tables(records: &[Value]) -> String {
         let _ = write!(out, "\n### {title}\n\n");
         out.push_str("| scenario | server | transport | deliveries/s | loss | p50 / p99 / max ms | server CPU s per M deliveries | server core busy | generator CPU | server RSS MiB | notes |\n");
         out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
-        for r in rows {
+        for (r, rounds) in rows {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {} | {} |",
@@ -205,10 +401,11 @@ pub fn tables(records: &[Value]) -> String {
                 f(&r["server_rss_kib"])
                     .map(|k| format!("{:.1}", k / 1024.0))
                     .unwrap_or("–".into()),
-                notes(r)
+                join_notes(notes(r), rounds)
             );
         }
     }
+    out.push_str(&comparison(&grouped));
     out
 }
 
@@ -274,5 +471,64 @@ mod tests {
         );
         assert!(t.contains("| broadcast 1×1000 @100/s | push | sse | 100000 | 0 | 1.00 / 4.00 / 9.0 | 3.2 | – | 40% |"), "{t}");
         assert!(summary_line(&recs[1]).contains("100000 deliveries/s"));
+        assert!(
+            !t.contains("Push against nchan"),
+            "no pair, no comparison: {t}"
+        );
+    }
+
+    fn personal(label: &str, cpu: f64, p99: f64) -> Value {
+        json!({"scenario":"fanout","label":label,"transport":"ws","shape":"personal","channels":10000,
+               "connections":10000,"rate":20000.0,"deliveries_per_s":20000.0,"loss":0,"expected":80000,
+               "latency_ms":{"p50":0.5,"p99":p99,"max":20.0},"server_cpu_s_per_million":cpu,
+               "gen_cpu_pct":30.0,"connected":10000,"ready":10000})
+    }
+
+    fn idle(label: &str, kib: f64) -> Value {
+        json!({"scenario":"idle","label":label,"transport":"ws","connected":10000,"connections":10000,
+               "channels":10000,"conns_per_s":15000.0,"rss_kib_per_conn":kib,"server_rss_kib_after":1000})
+    }
+
+    #[test]
+    fn rounds_show_the_median_row_and_push_against_nchan_round_by_round() {
+        // Three rounds, as bench/run.sh writes them: every server once per round.
+        let recs = vec![
+            idle("nchan", 11.2),
+            personal("nchan", 28.0, 5.0),
+            idle("push", 3.8),
+            personal("push", 20.0, 2.0),
+            idle("nchan", 11.0),
+            personal("nchan", 24.0, 3.0),
+            idle("push", 3.7),
+            personal("push", 15.0, 4.0),
+            idle("nchan", 11.1),
+            personal("nchan", 33.0, 9.0),
+            idle("push", 3.9),
+            personal("push", 18.0, 1.0),
+        ];
+        let t = tables(&recs);
+        // One row per server: the median round's (push: 18.0 of 15, 18, 20).
+        assert_eq!(
+            t.matches("| personal 10000×1 @20000/s | push | ws | 20000 |")
+                .count(),
+            1,
+            "{t}"
+        );
+        assert!(
+            t.contains("| 18.0 |")
+                && t.contains("3 rounds: 20.0, 15.0, 18.0 s/M; p99 2.0, 4.0, 1.0 ms"),
+            "{t}"
+        );
+        assert!(t.contains("3 rounds: 3.80, 3.70, 3.90 KiB"), "{t}");
+        // Round by round: 28/20, 24/15, 33/18; p99 no worse in rounds 1 and 3 (4.0 > 3.0).
+        assert!(
+            t.contains("| personal 10000×1 @20000/s | push | ws | 28.0 | 18.0 | 1.40–1.83× (median 1.60×) | 5.0 / 2.0 ms, 2 of 3 rounds |"),
+            "{t}"
+        );
+        // Idle: 11.2/3.8, 11.0/3.7, 11.1/3.9.
+        assert!(
+            t.contains("| idle 10000 | push | ws | 11.10 KiB | 3.80 KiB | 2.85–2.97× (median 2.95×) less memory | – |"),
+            "{t}"
+        );
     }
 }
