@@ -253,7 +253,7 @@ fn comparison(groups: &[Vec<&Value>]) -> String {
                 .filter_map(|(n, m)| Some(rss(n)? / rss(m)?))
                 .collect();
             rows.push(format!(
-                "| {what} | {} | {} | {} KiB | {} KiB | {} less memory | – |",
+                "| {what} | {} | {} | {} KiB | {} KiB | {} less memory | – | |",
                 g[0]["label"].as_str().unwrap_or("?"),
                 g[0]["transport"].as_str().unwrap_or("?"),
                 num(&median(p, rss)["rss_kib_per_conn"], 2),
@@ -270,7 +270,7 @@ fn comparison(groups: &[Vec<&Value>]) -> String {
                 .filter(|(n, m)| matches!((p99(n), p99(m)), (Some(a), Some(b)) if b <= a))
                 .count();
             rows.push(format!(
-                "| {what} | {} | {} | {} | {} | {} | {} / {} ms, {no_worse} of {} rounds |",
+                "| {what} | {} | {} | {} | {} | {} | {} / {} ms, {no_worse} of {} rounds | {} |",
                 g[0]["label"].as_str().unwrap_or("?"),
                 g[0]["transport"].as_str().unwrap_or("?"),
                 num(&median(p, cpu)["server_cpu_s_per_million"], 1),
@@ -279,20 +279,51 @@ fn comparison(groups: &[Vec<&Value>]) -> String {
                 num(&median(p, p99)["latency_ms"]["p99"], 1),
                 num(&median(g, p99)["latency_ms"]["p99"], 1),
                 pairs.len(),
+                join_notes(
+                    comparable(median(p, cpu), "nchan"),
+                    comparable(median(g, cpu), "Push")
+                ),
             ));
         }
     }
     if !rows.is_empty() {
         out.push_str("\n### Push against nchan, round by round\n\n");
         out.push_str("Fan-out rows: nchan's server CPU per delivery over Push's in each round (\"1.50×\": Push does the work on two thirds of the CPU), medians of the rounds, and the rounds in which Push's p99 was no worse than nchan's. Idle rows: nchan's memory per connection over Push's.\n\n");
-        out.push_str("| row | server | transport | nchan | Push | nchan ÷ Push, by round | p99 nchan / Push (medians), Push no worse in |\n");
-        out.push_str("|---|---|---|---:|---:|---|---|\n");
+        out.push_str("| row | server | transport | nchan | Push | nchan ÷ Push, by round | p99 nchan / Push (medians), Push no worse in | notes |\n");
+        out.push_str("|---|---|---|---:|---:|---|---|---|\n");
         for r in rows {
             out.push_str(&r);
             out.push('\n');
         }
     }
     out
+}
+
+/// Why a row's ratio says little: the generator, not the server, was the limit (at 95 % of
+/// its core or more), or the server fell behind the rate. A server whose reader is always
+/// busy also spends less per write (the kernel wakes no one), so its CPU per delivery is not
+/// the same measure.
+fn comparable(rec: &Value, who: &str) -> String {
+    let mut why = Vec::new();
+    if let Some(g) = f(&rec["gen_cpu_pct"]).filter(|&g| g >= 95.0) {
+        why.push(format!("generator at {g:.0} %"));
+    }
+    let wanted = f(&rec["rate"]).unwrap_or(0.0) * rec["connections"].as_f64().unwrap_or(0.0)
+        / rec["channels"].as_f64().unwrap_or(1.0).max(1.0);
+    if let Some(got) = f(&rec["deliveries_per_s"]).filter(|&d| wanted > 0.0 && d < 0.95 * wanted) {
+        why.push(format!(
+            "{:.0} % of the rate delivered",
+            got * 100.0 / wanted
+        ));
+    }
+    if why.is_empty() {
+        String::new()
+    } else if why[0].starts_with("generator") {
+        format!("not comparable: {who}'s {}", why.join(", "))
+    } else {
+        // The server itself could not keep up: its figure is a floor under its cost.
+        format!("{who} fell behind: {}", why.join(", "))
+    }
 }
 
 /// "1.52×" or "1.40–1.66× (median 1.52×)".
@@ -490,6 +521,30 @@ mod tests {
     }
 
     #[test]
+    fn a_saturated_generator_or_a_missed_rate_is_not_compared() {
+        let mut n = personal("nchan", 5.0, 900.0);
+        n["gen_cpu_pct"] = json!(99.0);
+        n["deliveries_per_s"] = json!(17000.0);
+        let t = tables(&[n, personal("push", 8.0, 15.0)]);
+        assert!(
+            t.contains("| not comparable: nchan's generator at 99 %, 85 % of the rate delivered |"),
+            "{t}"
+        );
+        let mut n = personal("nchan", 30.0, 9.0);
+        n["deliveries_per_s"] = json!(17000.0);
+        let t = tables(&[n, personal("push", 8.0, 15.0)]);
+        assert!(
+            t.contains("| nchan fell behind: 85 % of the rate delivered |"),
+            "{t}"
+        );
+        let t = tables(&[personal("nchan", 5.0, 9.0), personal("push", 8.0, 15.0)]);
+        assert!(
+            t.contains("| 0.62× | 9.0 / 15.0 ms, 0 of 1 rounds |  |"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn rounds_show_the_median_row_and_push_against_nchan_round_by_round() {
         // Three rounds, as bench/run.sh writes them: every server once per round.
         let recs = vec![
@@ -522,12 +577,12 @@ mod tests {
         assert!(t.contains("3 rounds: 3.80, 3.70, 3.90 KiB"), "{t}");
         // Round by round: 28/20, 24/15, 33/18; p99 no worse in rounds 1 and 3 (4.0 > 3.0).
         assert!(
-            t.contains("| personal 10000×1 @20000/s | push | ws | 28.0 | 18.0 | 1.40–1.83× (median 1.60×) | 5.0 / 2.0 ms, 2 of 3 rounds |"),
+            t.contains("| personal 10000×1 @20000/s | push | ws | 28.0 | 18.0 | 1.40–1.83× (median 1.60×) | 5.0 / 2.0 ms, 2 of 3 rounds |  |"),
             "{t}"
         );
         // Idle: 11.2/3.8, 11.0/3.7, 11.1/3.9.
         assert!(
-            t.contains("| idle 10000 | push | ws | 11.10 KiB | 3.80 KiB | 2.85–2.97× (median 2.95×) less memory | – |"),
+            t.contains("| idle 10000 | push | ws | 11.10 KiB | 3.80 KiB | 2.85–2.97× (median 2.95×) less memory | – | |"),
             "{t}"
         );
     }
