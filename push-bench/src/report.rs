@@ -300,9 +300,9 @@ fn comparison(groups: &[Vec<&Value>]) -> String {
 }
 
 /// Why a row's ratio says little: the generator, not the server, was the limit (at 95 % of
-/// its core or more), or the server fell behind the rate. A server whose reader is always
-/// busy also spends less per write (the kernel wakes no one), so its CPU per delivery is not
-/// the same measure.
+/// its core or more), or the server fell behind the rate. With a reader that is never idle a
+/// server can spend less per write (nobody to wake; nchan's SSE rows read below the cost of
+/// one write per delivery), so its CPU per delivery is not the same measure.
 fn comparable(rec: &Value, who: &str) -> String {
     let mut why = Vec::new();
     if let Some(g) = f(&rec["gen_cpu_pct"]).filter(|&g| g >= 95.0) {
