@@ -17,6 +17,11 @@
 #                    round's figures, and Push against nchan round by round
 #   BENCH_DOC        document to update (default docs/benchmarks.md; "none" to skip)
 #   BENCH_APPEND=1   add this run's rows to bench/results/latest.* instead of replacing them
+#   BENCH_RPS=1      steer loopback's receive processing to the load core for the run (lo's
+#                    rps_cpus; restored afterwards; root). On loopback the receiving end's TCP
+#                    work runs on the sender's core, so by default the server's core also
+#                    pays for the clients' receive path, which a real network keeps on the
+#                    clients' machines; the generator's core then does it (see the notes)
 #   PUSH_BIN         push-server binary (default: built here with cargo build --release)
 #   PUSH_DESC        how that binary was built, for the document
 set -euo pipefail
@@ -38,6 +43,14 @@ NOTES=$BENCH_RUN/notes-$STAMP.txt
 : >"$NOTES"
 
 ensure_packages
+
+RPS_FILE=/sys/class/net/lo/queues/rx-0/rps_cpus
+if [ "${BENCH_RPS:-0}" = 1 ]; then
+    RPS_OLD=$(cat "$RPS_FILE")
+    printf '%x\n' $((1 << LOAD_CPU)) >"$RPS_FILE"
+    trap 'echo "$RPS_OLD" >"$RPS_FILE"' EXIT
+    echo "Loopback receive processing steered to core $LOAD_CPU (BENCH_RPS=1): the clients' TCP receive work ran on the generator's core, not the server's." >>"$NOTES"
+fi
 
 log "building push-bench (release)"
 (cd "$BENCH_ROOT" && CARGO_TARGET_DIR=$BENCH_ROOT/target-bench cargo build --release -q -p push-bench)
