@@ -184,17 +184,22 @@ fn rss(rec: &Value) -> Option<f64> {
     f(&rec["rss_kib_per_conn"])
 }
 
+fn fixed(x: Option<f64>, digits: usize) -> String {
+    x.map(|x| format!("{x:.digits$}")).unwrap_or("–".into())
+}
+
 /// "a, b, c" of one figure over a group's rounds.
 fn each(group: &[&Value], key: fn(&Value) -> Option<f64>, digits: usize) -> String {
     group
         .iter()
-        .map(|r| {
-            key(r)
-                .map(|x| format!("{x:.digits$}"))
-                .unwrap_or("–".into())
-        })
+        .map(|r| fixed(key(r), digits))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One figure of a group's median round (by that figure).
+fn median_of(group: &[&Value], key: fn(&Value) -> Option<f64>, digits: usize) -> String {
+    fixed(key(median(group, key)), digits)
 }
 
 /// The note of a row shown for several rounds.
@@ -247,37 +252,37 @@ fn comparison(groups: &[Vec<&Value>]) -> String {
             describe(g[0])
         };
         let pairs: Vec<(&Value, &Value)> = p.iter().copied().zip(g.iter().copied()).collect();
-        if idle {
-            let ratios: Vec<f64> = pairs
+        // nchan's figure over Push's, round by round.
+        let ratios = |key: fn(&Value) -> Option<f64>| -> Vec<f64> {
+            pairs
                 .iter()
-                .filter_map(|(n, m)| Some(rss(n)? / rss(m)?))
-                .collect();
+                .filter_map(|(n, m)| Some(key(n)? / key(m)?))
+                .collect()
+        };
+        let head = format!(
+            "| {what} | {} | {}",
+            g[0]["label"].as_str().unwrap_or("?"),
+            g[0]["transport"].as_str().unwrap_or("?")
+        );
+        if idle {
             rows.push(format!(
-                "| {what} | {} | {} | {} KiB | {} KiB | {} less memory | – | |",
-                g[0]["label"].as_str().unwrap_or("?"),
-                g[0]["transport"].as_str().unwrap_or("?"),
-                num(&median(p, rss)["rss_kib_per_conn"], 2),
-                num(&median(g, rss)["rss_kib_per_conn"], 2),
-                range(&ratios),
+                "{head} | {} KiB | {} KiB | {} less memory | – | |",
+                median_of(p, rss, 2),
+                median_of(g, rss, 2),
+                range(&ratios(rss)),
             ));
         } else {
-            let ratios: Vec<f64> = pairs
-                .iter()
-                .filter_map(|(n, m)| Some(cpu(n)? / cpu(m)?))
-                .collect();
             let no_worse = pairs
                 .iter()
                 .filter(|(n, m)| matches!((p99(n), p99(m)), (Some(a), Some(b)) if b <= a))
                 .count();
             rows.push(format!(
-                "| {what} | {} | {} | {} | {} | {} | {} / {} ms, {no_worse} of {} rounds | {} |",
-                g[0]["label"].as_str().unwrap_or("?"),
-                g[0]["transport"].as_str().unwrap_or("?"),
-                num(&median(p, cpu)["server_cpu_s_per_million"], 1),
-                num(&median(g, cpu)["server_cpu_s_per_million"], 1),
-                range(&ratios),
-                num(&median(p, p99)["latency_ms"]["p99"], 1),
-                num(&median(g, p99)["latency_ms"]["p99"], 1),
+                "{head} | {} | {} | {} | {} / {} ms, {no_worse} of {} rounds | {} |",
+                median_of(p, cpu, 1),
+                median_of(g, cpu, 1),
+                range(&ratios(cpu)),
+                median_of(p, p99, 1),
+                median_of(g, p99, 1),
                 pairs.len(),
                 join_notes(
                     comparable(median(p, cpu), "nchan"),
