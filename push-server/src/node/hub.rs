@@ -9,6 +9,12 @@
 //!   bounded queue under a short per-channel lock that is never held across
 //!   an await. The connection's task is woken (an atomic waker) only when its
 //!   queue stops being empty or holds a full batch, not once per message.
+//! - The lane: a connection whose transport can write a message without its
+//!   task (an SSE stream of one channel on the raw socket) is written from
+//!   the fan-out itself when its task waits with nothing queued, in one
+//!   non-blocking write under the queue's lock; anything else (a full socket,
+//!   a queue that is not empty, a task that writes) takes the queue. The
+//!   decision and the figures: docs/architecture.md, "The lane".
 //! - Slow consumers: when a subscriber's queue is full, the message is **not**
 //!   dropped silently: the connection is marked slow and told
 //!   `reconnect`/`slow_consumer`, then closed; it resumes from history with
@@ -28,7 +34,7 @@ use slab::Slab;
 use tokio::sync::Notify;
 
 use crate::broker::{Broker, BrokerError, Sink, Subscribers};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::protocol::{Channel, Disconnect, Message, MessageId};
 
 const SHARDS: usize = 64;
@@ -60,11 +66,11 @@ impl Kick {
 pub struct ConnShared {
     /// Unique per node, for logs and `welcome`.
     pub id: u64,
-    /// The bounded outbound queue (`outbound_queue` messages). A plain
-    /// deque under a short lock, inline here: an idle connection's queue
-    /// allocates nothing (a channel would keep a block of slots per
+    /// The bounded outbound queue (`outbound_queue` messages) and the lane.
+    /// A plain deque under a short lock, inline here: an idle connection's
+    /// queue allocates nothing (a channel would keep a block of slots per
     /// connection).
-    queue: Mutex<VecDeque<Arc<Message>>>,
+    queue: Mutex<Queue>,
     /// Bound of `queue`.
     capacity: usize,
     /// Queued messages that make a full batch: [`WRITE_BATCH`], or half the
@@ -89,6 +95,54 @@ pub struct ConnShared {
     pub user: Option<Arc<str>>,
 }
 
+/// A connection's socket as the fan-out may write it: the bytes of one
+/// message, now or not at all (see [`ConnShared::push`]).
+pub trait Lane: Send + Sync {
+    /// The `transport` label its deliveries are counted under.
+    fn kind(&self) -> metrics::Transport;
+    /// Writes what the socket takes of `msg`'s bytes without waiting:
+    /// `WouldBlock` when it takes none.
+    fn try_write(&self, msg: &Message) -> std::io::Result<Wrote>;
+}
+
+/// How much of a message a [`Lane`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrote {
+    All,
+    /// This many bytes, fewer than the message's.
+    Part(usize),
+}
+
+/// A connection's queue and its lane, under one lock.
+struct Queue {
+    msgs: VecDeque<Arc<Message>>,
+    /// Boxed: most connections have none, and each is 8 bytes here.
+    lane: Option<Box<LaneState<dyn Lane>>>,
+}
+
+/// A lane and what the fan-out must know to use it.
+struct LaneState<L: ?Sized> {
+    /// The task waits for messages with nothing to write, and offered the
+    /// lane: a delivery may be written by the fan-out, here and now.
+    idle: bool,
+    /// A message the lane wrote in part, and how much of it: the task
+    /// writes the rest before anything else ([`Receiver::claim`]).
+    rest: Option<(Arc<Message>, usize)>,
+    /// Newest id the connection has sent of its one channel: older ones
+    /// are duplicates (a broker may deliver what its history already gave).
+    floor: MessageId,
+    io: L,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("msgs", &self.msgs.len())
+            .field("lane", &self.lane.as_ref().map(|l| l.idle))
+            .finish()
+    }
+}
+
 /// Why a message was not queued.
 #[derive(Debug, PartialEq, Eq)]
 enum PushError {
@@ -105,6 +159,11 @@ pub struct Receiver {
 /// Most messages a connection writes in one batch (one socket write).
 pub const WRITE_BATCH: usize = 64;
 
+/// Most subscribers of a channel whose lanes the fan-out writes itself. A
+/// larger fan-out wakes the connections' tasks, which write in parallel on a
+/// multi-core host instead of one after another under the channel's locks.
+const LANE_FANOUT: usize = 8;
+
 /// What wakes a connection's main loop.
 #[derive(Debug)]
 pub enum Inbound {
@@ -116,9 +175,18 @@ pub enum Inbound {
 
 impl Receiver {
     /// Resolves once a message is queued (a full batch if `full_batch`: while
-    /// a write delay runs), or once the connection was kicked (checked
-    /// first: a slow consumer's queue is full by definition).
-    pub fn recv(&self, full_batch: bool) -> impl Future<Output = Inbound> + '_ {
+    /// a write delay runs) or the lane left a message's rest to write, or
+    /// once the connection was kicked (checked first: a slow consumer's
+    /// queue is full by definition).
+    ///
+    /// `lane`: the task has nothing to write but this session's messages:
+    /// while it waits, with one subscription, the fan-out may write
+    /// deliveries itself. `None` takes the lane back.
+    pub fn recv<'a>(
+        &'a self,
+        full_batch: bool,
+        lane: Option<&'a Session>,
+    ) -> impl Future<Output = Inbound> + 'a {
         let at_least = if full_batch { self.shared.batch } else { 1 };
         std::future::poll_fn(move |cx| {
             let shared = &*self.shared;
@@ -127,30 +195,70 @@ impl Receiver {
             if let Some(kick) = shared.kick_reason() {
                 return Poll::Ready(Inbound::Kicked(kick));
             }
-            if lock(&shared.queue).len() >= at_least {
-                Poll::Ready(Inbound::Queued)
-            } else {
-                Poll::Pending
+            let mut q = lock(&shared.queue);
+            let queued = q.msgs.len() >= at_least;
+            let Some(l) = q.lane.as_deref_mut() else {
+                return if queued {
+                    Poll::Ready(Inbound::Queued)
+                } else {
+                    Poll::Pending
+                };
+            };
+            if queued || l.rest.is_some() {
+                l.idle = false;
+                return Poll::Ready(Inbound::Queued);
             }
+            let sent = lane.and_then(Session::only_sent);
+            l.idle = sent.is_some();
+            if let Some(sent) = sent {
+                l.floor = l.floor.max(sent);
+            }
+            Poll::Pending
         })
     }
 
     /// A queued message, if any.
     pub fn try_recv(&self) -> Option<Arc<Message>> {
         let mut q = lock(&self.shared.queue);
-        let m = q.pop_front();
-        if m.is_none() && q.capacity() > 64 {
+        let m = q.msgs.pop_front();
+        if m.is_none() && q.msgs.capacity() > 64 {
             // A burst is over: give its memory back.
-            q.shrink_to_fit();
+            q.msgs.shrink_to_fit();
         }
         m
+    }
+
+    /// Gives the connection's socket to the fan-out while the task waits
+    /// (see [`Receiver::recv`]); for the connection's life.
+    pub fn set_lane<L: Lane + 'static>(&self, lane: L) {
+        lock(&self.shared.queue).lane = Some(Box::new(LaneState {
+            idle: false,
+            rest: None,
+            floor: MessageId::ZERO,
+            io: lane,
+        }));
+    }
+
+    /// Takes the lane back before the task writes anything: from here on
+    /// only the task writes, until it waits again. Returns what the lane
+    /// left of a message, to be written first: the message and how many of
+    /// its bytes are already out.
+    pub fn claim(&self) -> Option<(Arc<Message>, usize)> {
+        let mut q = lock(&self.shared.queue);
+        let l = q.lane.as_deref_mut()?;
+        l.idle = false;
+        l.rest.take()
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
-        lock(&self.shared.queue).clear();
+        let mut q = lock(&self.shared.queue);
+        q.msgs.clear();
+        // The socket is closed with the connection, not with the last
+        // channel entry that still holds this.
+        q.lane = None;
     }
 }
 
@@ -162,7 +270,10 @@ impl ConnShared {
         let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(ConnShared {
             id,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue {
+                msgs: VecDeque::new(),
+                lane: None,
+            }),
             capacity: queue,
             batch: WRITE_BATCH.min(queue.div_ceil(2)),
             waker: AtomicWaker::new(),
@@ -175,17 +286,55 @@ impl ConnShared {
         (shared.clone(), Receiver { shared })
     }
 
-    fn push(&self, msg: Arc<Message>) -> Result<(), PushError> {
+    /// Queues `msg`, or with `lane` writes it through the connection's lane
+    /// when its task waits with nothing queued.
+    fn push(&self, msg: Arc<Message>, metrics: &Metrics, lane: bool) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
         let wake = {
             let mut q = lock(&self.queue);
-            if q.len() >= self.capacity {
+            let kicked = self.kick.load(Ordering::Acquire) != 0;
+            if let Some(l) = q.lane.as_deref_mut().filter(|l| lane && l.idle && !kicked) {
+                if msg.id <= l.floor {
+                    // Sent already (history, or the broker said it twice).
+                    return Ok(());
+                }
+                // The task waits with nothing queued: this write is the one
+                // it would make, without waking it. A syscall under the
+                // connection's own lock, which only its task and this
+                // fan-out take; the write never waits.
+                match l.io.try_write(&msg) {
+                    Ok(Wrote::All) => {
+                        l.floor = msg.id;
+                        let kind = l.io.kind();
+                        drop(q);
+                        metrics.transport(kind).delivered.inc();
+                        metrics
+                            .delivery_latency
+                            .observe(msg.accepted.elapsed().as_secs_f64());
+                        return Ok(());
+                    }
+                    Ok(Wrote::Part(n)) => {
+                        // The socket took part of it: the task writes the
+                        // rest before anything else.
+                        l.floor = msg.id;
+                        l.idle = false;
+                        l.rest = Some((msg, n));
+                        drop(q);
+                        self.waker.wake();
+                        return Ok(());
+                    }
+                    // Full or failed: the task's own write waits for room
+                    // or finds the error.
+                    Err(_) => l.idle = false,
+                }
+            }
+            if q.msgs.len() >= self.capacity {
                 return Err(PushError::Full);
             }
-            q.push_back(msg);
-            q.len() == 1 || q.len() == self.batch
+            q.msgs.push_back(msg);
+            q.msgs.len() == 1 || q.msgs.len() == self.batch
         };
         // The task drains the queue once woken; waking it for every message
         // of a burst would only cost. A full batch wakes it too, in case it
@@ -326,8 +475,9 @@ impl Subscribers for Entry {
             return;
         }
         st.last = msg.id;
+        let lane = st.subs.len() <= LANE_FANOUT;
         for (_, conn) in st.subs.iter() {
-            if let Err(PushError::Full) = conn.push(msg.clone()) {
+            if let Err(PushError::Full) = conn.push(msg.clone(), &self.metrics, lane) {
                 conn.kick_slow(&self.metrics);
             }
         }
@@ -582,6 +732,15 @@ impl Session {
         self.hub.unregister(&sub.channel, sub.key);
         self.hub.metrics.subscriptions.dec();
         true
+    }
+
+    /// The newest id sent of the connection's subscription, if it has
+    /// exactly one (the lane's condition, see [`Receiver::recv`]).
+    pub fn only_sent(&self) -> Option<MessageId> {
+        match &self.subs[..] {
+            [sub] => Some(sub.last),
+            _ => None,
+        }
     }
 
     /// Whether a queued message should be sent: subscribed and not seen.

@@ -107,7 +107,7 @@ async fn a_full_queue_kicks_a_slow_consumer_counted_once() {
     assert_eq!(slow.shared.kick_reason(), Some(Kick::SlowConsumer));
     assert_eq!(hub.metrics.slow_consumer_disconnects.get(), 1);
     assert!(matches!(
-        rx.recv(false).await,
+        rx.recv(false, None).await,
         Inbound::Kicked(Kick::SlowConsumer)
     ));
     // Others are unaffected.
@@ -180,4 +180,168 @@ fn publish_races_subscribe_without_deadlock() {
     }
     publisher.join().unwrap();
     subscriber.join().unwrap();
+}
+
+/// What a [`FakeLane`] answers to its next write.
+#[derive(Clone, Copy)]
+enum Answer {
+    All,
+    Part(usize),
+    Full,
+}
+
+/// A lane that answers as told and keeps the ids it wrote (in part or whole).
+struct FakeLane {
+    answer: Mutex<Answer>,
+    wrote: Mutex<Vec<MessageId>>,
+}
+
+impl FakeLane {
+    fn new() -> Arc<FakeLane> {
+        Arc::new(FakeLane {
+            answer: Mutex::new(Answer::All),
+            wrote: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn answer(&self, a: Answer) {
+        *lock(&self.answer) = a;
+    }
+
+    fn wrote(&self) -> Vec<MessageId> {
+        lock(&self.wrote).clone()
+    }
+}
+
+impl Lane for FakeLane {
+    fn kind(&self) -> metrics::Transport {
+        metrics::Transport::Sse
+    }
+
+    fn try_write(&self, msg: &Message) -> std::io::Result<Wrote> {
+        match *lock(&self.answer) {
+            Answer::Full => Err(std::io::ErrorKind::WouldBlock.into()),
+            a => {
+                lock(&self.wrote).push(msg.id);
+                Ok(match a {
+                    Answer::Part(n) => Wrote::Part(n),
+                    _ => Wrote::All,
+                })
+            }
+        }
+    }
+}
+
+/// A connection's handle on a [`FakeLane`] the test keeps too.
+struct Shared(Arc<FakeLane>);
+
+impl Lane for Shared {
+    fn kind(&self) -> metrics::Transport {
+        self.0.kind()
+    }
+
+    fn try_write(&self, msg: &Message) -> std::io::Result<Wrote> {
+        self.0.try_write(msg)
+    }
+}
+
+/// The task waits: polls `recv` once, offering the lane; true if it waits.
+fn waits(rx: &Receiver, session: &Session) -> bool {
+    rx.recv(false, Some(session)).now_or_never().is_none()
+}
+
+#[tokio::test]
+async fn the_lane_writes_only_while_the_task_waits_with_nothing_queued() {
+    let hub = hub();
+    let (mut a, rx) = session(&hub, 8);
+    a.subscribe("p".into(), None).await.unwrap();
+    let lane = FakeLane::new();
+    rx.set_lane(Shared(lane.clone()));
+
+    // Not offered yet: queued, as without a lane.
+    let m1 = publish(&hub, "p", "1").await;
+    let queued = rx.try_recv().expect("queued");
+    assert!(queued.id == m1 && a.accept(&queued));
+    assert!(lane.wrote().is_empty());
+
+    // Offered: written by the fan-out, nothing queued, counted delivered.
+    assert!(waits(&rx, &a));
+    let m2 = publish(&hub, "p", "2").await;
+    assert_eq!(lane.wrote(), [m2]);
+    assert!(rx.try_recv().is_none());
+    let sse = hub.metrics.transport(metrics::Transport::Sse);
+    assert_eq!(sse.delivered.get(), 1);
+
+    // A full socket: queued, and the task is to write it.
+    lane.answer(Answer::Full);
+    let m3 = publish(&hub, "p", "3").await;
+    assert!(!waits(&rx, &a), "the task is woken for the queued message");
+    assert_eq!(rx.try_recv().map(|m| m.id), Some(m3));
+
+    // Claimed by a task that writes: queued, even with room in the socket.
+    lane.answer(Answer::All);
+    assert!(waits(&rx, &a));
+    assert!(rx.claim().is_none());
+    let m4 = publish(&hub, "p", "4").await;
+    assert_eq!(lane.wrote(), [m2], "no lane write while the task writes");
+    assert_eq!(rx.try_recv().map(|m| m.id), Some(m4));
+
+    // Written in part: the rest is the task's, before anything else.
+    assert!(waits(&rx, &a));
+    lane.answer(Answer::Part(5));
+    let m5 = publish(&hub, "p", "5").await;
+    assert!(!waits(&rx, &a), "the task is woken for the rest");
+    let m6 = publish(&hub, "p", "6").await;
+    assert_eq!(
+        lane.wrote(),
+        [m2, m5],
+        "the rest pending: no more lane writes"
+    );
+    let (rest, skip) = rx.claim().expect("the rest of m5");
+    assert_eq!((rest.id, skip), (m5, 5));
+    assert_eq!(rx.try_recv().map(|m| m.id), Some(m6));
+    assert_eq!(sse.delivered.get(), 1, "a part is not a delivery");
+}
+
+#[tokio::test]
+async fn the_lane_skips_what_was_sent_and_kicked_connections() {
+    let hub = hub();
+    let (mut a, rx) = session(&hub, 8);
+    let lane = FakeLane::new();
+    rx.set_lane(Shared(lane.clone()));
+    let old = publish(&hub, "q", "before").await;
+    a.subscribe("q".into(), Some(MessageId::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(a.only_sent(), Some(old), "history gave it");
+    assert!(waits(&rx, &a));
+    // The broker says it again (a Redis catch-up, say): not written twice.
+    let again = hub.broker().read("q".into(), None, 10).await.unwrap();
+    let msg = again.messages.last().cloned().expect("retained");
+    a.shared.push(msg, &hub.metrics, true).unwrap();
+    assert!(lane.wrote().is_empty() && rx.try_recv().is_none());
+
+    // A kicked connection gets no lane writes: its task closes it.
+    a.shared.kick(Kick::BrokerGap);
+    publish(&hub, "q", "after").await;
+    assert!(lane.wrote().is_empty());
+}
+
+#[tokio::test]
+async fn a_wide_fan_out_wakes_the_tasks_instead() {
+    let hub = hub();
+    let lane = FakeLane::new();
+    let mut conns = Vec::new();
+    for _ in 0..=LANE_FANOUT {
+        let (mut s, rx) = session(&hub, 8);
+        s.subscribe("wide".into(), None).await.unwrap();
+        rx.set_lane(Shared(lane.clone()));
+        assert!(waits(&rx, &s));
+        conns.push((s, rx));
+    }
+    publish(&hub, "wide", "1").await;
+    assert!(lane.wrote().is_empty());
+    for (_, rx) in &conns {
+        assert!(rx.try_recv().is_some(), "queued for its task");
+    }
 }

@@ -27,7 +27,9 @@ use crate::protocol::{Channel, Data, Error, ErrorCode, MessageId};
 
 pub(crate) use admit::ConnPermit;
 /// What a connection holds of the hub: its session and queue.
-pub(crate) use hub::{ConnShared, Inbound, Receiver, Session, Subscribed, WRITE_BATCH};
+pub(crate) use hub::{
+    ConnShared, Inbound, Lane, Receiver, Session, Subscribed, Wrote, WRITE_BATCH,
+};
 use hub::{Hub, Registry, SubscribeError};
 
 /// Why the node could not be built.

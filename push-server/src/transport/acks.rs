@@ -91,6 +91,11 @@ impl Acks {
         self.subs.retain(|s| &*s.channel != channel);
     }
 
+    /// No subscription asks for acks.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
     pub fn is_acked(&self, channel: &str) -> bool {
         self.subs.iter().any(|s| &*s.channel == channel)
     }

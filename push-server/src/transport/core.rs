@@ -29,7 +29,7 @@ use crate::auth::Principal;
 use crate::config::Config;
 use crate::metrics;
 use crate::node::{
-    ConnPermit, ConnShared, Inbound, Node, Receiver, Session, Subscribed, WRITE_BATCH,
+    ConnPermit, ConnShared, Inbound, Lane, Node, Receiver, Session, Subscribed, WRITE_BATCH,
 };
 use crate::protocol::frames::{self, ClientCommand, FrameError};
 use crate::protocol::{Channel, Data, Disconnect, Error, ErrorCode, Message, MessageId};
@@ -70,6 +70,17 @@ pub(crate) trait Transport: Send {
         batch: &[Arc<Message>],
     ) -> impl Future<Output = Result<(), Gone>> + Send;
 
+    /// Writes what a lane left of `msg`: all but its first `skip` bytes.
+    /// Only a transport that sets a lane ([`Core::set_lane`]) is asked.
+    fn write_rest(
+        &mut self,
+        msg: &Arc<Message>,
+        skip: usize,
+    ) -> impl Future<Output = Result<(), Gone>> + Send {
+        let _ = (msg, skip);
+        std::future::ready(Ok(()))
+    }
+
     /// Writes one control frame (WebSocket JSON text frames only).
     fn write_frame(&mut self, text: String) -> impl Future<Output = Result<(), Gone>> + Send;
 
@@ -100,6 +111,8 @@ pub(crate) struct Core {
     publish_budget: (u32, Instant),
     /// The batch being written, kept to reuse its allocation.
     batch: Vec<Arc<Message>>,
+    /// The transport gave the fan-out a lane ([`Core::set_lane`]).
+    lane: bool,
     /// Held for the life of the connection: counts it, lets the drain wait.
     _permit: ConnPermit,
 }
@@ -131,6 +144,7 @@ impl Core {
             expires: principal.expires_in().map(|d| Instant::now() + d),
             publish_budget: (c.publish_rate_limit, Instant::now()),
             batch: Vec::new(),
+            lane: false,
             session,
             rx,
             principal,
@@ -153,6 +167,18 @@ impl Core {
         self.node
             .subscribe(&mut self.session, &self.principal, channel, since)
             .await
+    }
+
+    /// Lets the fan-out write deliveries to the socket itself while the
+    /// task waits with nothing to write and one subscription (see
+    /// `node::hub`, "the lane"). `lane` must write a message's SSE event as
+    /// this connection would: a stream of one channel.
+    /// Not offered with a write delay, which it would skip.
+    pub(crate) fn set_lane<L: Lane + 'static>(&mut self, lane: L) {
+        if self.node.config.write_delay.0.is_none() {
+            self.rx.set_lane(lane);
+            self.lane = true;
+        }
     }
 
     /// Counts messages written outside [`Core::run`] (the SSE backlog in
@@ -184,7 +210,13 @@ impl Core {
             };
             if let End::Disconnect(why) = end {
                 let retry = conn.core.node.retry_ms();
-                Box::pin(conn.io.close(why, retry)).await;
+                Box::pin(async {
+                    // Whole events only: what the lane left of one goes first.
+                    if conn.claim().await.is_ok() {
+                        conn.io.close(why, retry).await;
+                    }
+                })
+                .await;
             }
         }
     }
@@ -252,6 +284,8 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// A control frame. No claim: a transport with a lane writes none (its
+    /// `write_frame` writes nothing).
     async fn frame(&mut self, text: String) -> Result<(), Gone> {
         let limit = self.core.node.config.idle_timeout;
         Self::guarded(&self.core.session.shared, limit, self.io.write_frame(text)).await
@@ -261,7 +295,30 @@ impl<T: Transport> Conn<T> {
         self.frame(e.ws_frame(channel, None)).await
     }
 
+    /// Takes the lane back before the task writes anything, and writes
+    /// what the lane left of a message first (see `Receiver::claim`).
+    async fn claim(&mut self) -> Result<(), Gone> {
+        if !self.core.lane {
+            return Ok(());
+        }
+        match self.core.rx.claim() {
+            // Boxed: rare (the socket was full), and inline it would grow
+            // every connection's resting future by a write's state.
+            Some((rest, skip)) => Box::pin(self.write_rest(rest, skip)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_rest(&mut self, rest: Arc<Message>, skip: usize) -> Result<(), Gone> {
+        let limit = self.core.node.config.idle_timeout;
+        let shared = &self.core.session.shared;
+        Self::guarded(shared, limit, self.io.write_rest(&rest, skip)).await?;
+        count_delivered(&self.core.node, T::KIND, std::slice::from_ref(&rest));
+        Ok(())
+    }
+
     async fn write_messages(&mut self, batch: &[Arc<Message>]) -> Result<(), Gone> {
+        self.claim().await?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -313,9 +370,13 @@ impl<T: Transport> Conn<T> {
             if sleep.deadline() != wake {
                 sleep.as_mut().reset(wake);
             }
+            // The lane is offered while the task waits, with one
+            // subscription (see `Receiver::recv`) and no acks (a lane write
+            // does not go through the acks window).
+            let offer = (self.core.lane && self.core.acks.is_empty()).then_some(&self.core.session);
             tokio::select! {
                 biased;
-                inbound = self.core.rx.recv(at.flush.is_some()) => match inbound {
+                inbound = self.core.rx.recv(at.flush.is_some(), offer) => match inbound {
                     Inbound::Kicked(kick) => return End::Disconnect(kick.disconnect()),
                     Inbound::Queued => {
                         if let (Some(delay), None) = (write_delay, at.flush) {
@@ -366,6 +427,7 @@ impl<T: Transport> Conn<T> {
         idle_at: Option<Instant>,
         heartbeat: Duration,
     ) -> Result<(), End> {
+        self.claim().await?;
         let now = Instant::now();
         if at.flush.is_some_and(|f| now >= f) {
             at.flush = None;

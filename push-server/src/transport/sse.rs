@@ -110,6 +110,11 @@ impl Opened {
         }
     }
 
+    /// How many channels the stream has.
+    pub(crate) fn channels(&self) -> usize {
+        self.channels.len()
+    }
+
     pub(crate) fn with<S: EventSink>(self, sink: S) -> Sse<S> {
         Sse { opened: self, sink }
     }
@@ -141,6 +146,17 @@ impl<S: EventSink> Transport for Sse<S> {
         let mut out = Vec::with_capacity(batch.len() * (last.sse_framed_len() + 40));
         self.opened.encode(batch, &mut out);
         self.sink.write(out).await
+    }
+
+    /// Only a stream of one channel has a lane (`http::sse`): its event is
+    /// the message's shared framed bytes.
+    async fn write_rest(&mut self, msg: &Arc<Message>, skip: usize) -> Result<(), Gone> {
+        if let [position] = &mut self.opened.positions[..] {
+            *position = msg.id;
+        }
+        let mut framed = Framed::new(std::slice::from_ref(msg));
+        framed.advance(skip);
+        self.sink.write_buf(&mut framed).await
     }
 
     /// Streams have no control frames besides the last.

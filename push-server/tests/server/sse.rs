@@ -238,3 +238,88 @@ async fn write_delay_sends_queued_events_in_one_write() {
         "one read held the three events, in order: {text:?}"
     );
 }
+
+/// A one-channel stream's deliveries are written by the fan-out while the
+/// stream's task waits (docs/architecture.md, "The lane"). A client that
+/// stops reading fills its socket: a lane write then goes in part or not at
+/// all, the task takes over (the rest of an event first, heartbeats between
+/// whole events), and the lane again once the client reads. What the client
+/// gets must be every event, whole, once, in order.
+#[tokio::test]
+async fn a_stream_that_stops_reading_gets_every_event_whole_and_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(&["--sse-heartbeat", "100ms", "--max-message-bytes", "1048576"]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window, so that the server's socket is full after a few events.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(s.addr).await.unwrap();
+    tcp.write_all(b"GET /sse?channels=stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = read_until(&mut tcp, "head and first events", |got| {
+        let text = String::from_utf8_lossy(got);
+        let (_, events) = text.split_once("\r\n\r\n")?;
+        (events.matches("\n\n").count() >= 2).then(|| got.to_vec())
+    })
+    .await;
+
+    // 16 events of 512 KiB each while the client reads nothing: more than
+    // the server's socket takes (its send buffer grows to 4 MiB at most).
+    let body = format!("\"{}\"", "x".repeat(512 * 1024));
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        ids.push(publish(&s, "stall", &body).await);
+    }
+    // Counted as it comes (the stream is megabytes long).
+    let mut buf = vec![0u8; 65536];
+    let marker = b"event: message\n";
+    let (mut found, mut scanned) = (0, 0usize);
+    while found < ids.len() || !got.ends_with(b"\n\n") {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("events within the wait")
+            .unwrap();
+        assert!(n > 0, "stream closed early");
+        got.extend_from_slice(&buf[..n]);
+        let from = scanned.saturating_sub(marker.len() - 1);
+        found += got[from..]
+            .windows(marker.len())
+            .filter(|w| w == marker)
+            .count();
+        scanned = got.len();
+    }
+    let text = String::from_utf8(got).expect("UTF-8 events");
+    let (_, blocks) = text.split_once("\r\n\r\n").expect("head");
+
+    let mut seen = Vec::new();
+    for block in blocks.strip_suffix("\n\n").unwrap().split("\n\n") {
+        let lines: Vec<&str> = block.lines().collect();
+        match lines[..] {
+            [": ping"] | ["retry: 2000"] => {}
+            [id] if id.starts_with("id: ") => {}
+            [id, "event: message", data] => {
+                let id = id.strip_prefix("id: ").expect("id line");
+                let env: Value =
+                    serde_json::from_str(data.strip_prefix("data: ").expect("data line"))
+                        .unwrap_or_else(|e| panic!("a whole event's JSON: {e}"));
+                assert_eq!(env["id"], id, "the cursor is the message's id");
+                assert_eq!(env["data"].as_str().map(str::len), Some(512 * 1024));
+                seen.push(id.to_string());
+            }
+            _ => panic!("not a whole event: {:?}", &block[..block.len().min(120)]),
+        }
+    }
+    assert_eq!(seen, ids, "every event once, in order");
+    wait_metric(&s, "push_messages_delivered_total{transport=\"sse\"}", 16.0).await;
+
+    // Read again: the next delivery arrives as before.
+    let next = publish(&s, "stall", "17").await;
+    read_until(&mut tcp, "the next event", |got| {
+        String::from_utf8_lossy(got)
+            .contains(&format!("id: {next}\n"))
+            .then_some(())
+    })
+    .await;
+    wait_metric(&s, "push_messages_delivered_total{transport=\"sse\"}", 17.0).await;
+}
