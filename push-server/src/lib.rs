@@ -10,8 +10,8 @@
 //! Dependencies point one way, top to bottom; no module reaches up.
 //!
 //! - `http`: the accept loop, hyper, the router and the handlers of the API
-//!   (`http::api`), the WebSocket handshake (`http::ws`), SSE on the raw
-//!   socket or through hyper (`http::sse`), the plain publish on the raw
+//!   (`http::api`), the WebSocket handshake on the raw socket or through
+//!   hyper (`http::ws`), SSE on the raw socket or through hyper (`http::sse`), the plain publish on the raw
 //!   socket with pipelined answers in one write (`http::publish`), the one origin policy
 //!   (`http::origin`) and unread request bodies (`http::body`). Holds
 //!   [`Server`], the crate's entry point.
@@ -20,11 +20,14 @@
 //!   heartbeats, idle timeout, lifetime, drain, token expiry, slow
 //!   consumers, acknowledged delivery (`transport::acks`); the read is
 //!   polled only once it woke the task (`transport::gate`). WebSocket and
-//!   SSE supply framing and I/O only (`transport::ws`, `transport::sse`).
+//!   SSE supply framing and I/O only (`transport::ws`, `transport::sse`),
+//!   and on the raw socket a lane through which the hub writes deliveries
+//!   itself while the task waits.
 //! - `node`: the facade handlers and connections talk to — subscribe,
 //!   resume, publish (the one publish path), history, presence, admission,
 //!   the drain — over the hub (`node::hub`: local subscriptions and fan-out
-//!   into bounded per-connection queues), the broker and auth.
+//!   into bounded per-connection queues, or through a connection's lane),
+//!   the broker and auth.
 //! - `broker`: the `Broker` trait — publish (assigns the id, appends
 //!   history, delivers live), read history, subscribe once per channel per
 //!   node — in process (`broker::memory`) or on Redis (`broker::redis`).

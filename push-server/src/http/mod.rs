@@ -193,10 +193,11 @@ async fn accept_loop(
         let state = state.clone();
         let stop = stop.clone();
         conns.spawn(async move {
-            // Event streams and publishes skip hyper (see sse::serve_raw,
-            // publish::serve_raw).
+            // Event streams, WebSocket handshakes and publishes skip hyper
+            // (see sse::serve_raw, ws::serve_raw, publish::serve_raw).
             match sniff(&tcp).await {
                 First::Sse => sse::serve_raw(state, tcp, peer).await,
+                First::Ws => ws::serve_raw(state, router, tcp, peer, stop).await,
                 First::Publish => publish::serve_raw(state, router, tcp, peer, stop).await,
                 First::Other => serve_http(router, tcp, peer, stop).await,
             }
@@ -209,6 +210,8 @@ async fn accept_loop(
 enum First {
     /// `GET /sse?…` or `GET /sse `.
     Sse,
+    /// `GET /ws?…` or `GET /ws `.
+    Ws,
     /// `POST /api/v1/channels/…`.
     Publish,
     Other,
@@ -220,6 +223,12 @@ async fn sniff(tcp: &tokio::net::TcpStream) -> First {
     let mut buf = [0u8; 22];
     let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
     loop {
+        // Checked here too: a peek of bytes already there is ready at once,
+        // so `timeout_at` alone would never end a request line that stops
+        // short (a client that sent `GET /s` and went away).
+        if tokio::time::Instant::now() >= deadline {
+            return First::Other;
+        }
         let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => return First::Other,
@@ -235,18 +244,21 @@ async fn sniff(tcp: &tokio::net::TcpStream) -> First {
 /// [`First`] of these bytes, or `None` while more could tell.
 fn first(got: &[u8]) -> Option<First> {
     const SSE: &[u8] = b"GET /sse";
+    const WS: &[u8] = b"GET /ws";
     const PUBLISH: &[u8] = b"POST /api/v1/channels/";
-    if got.len() > SSE.len() && got.starts_with(SSE) {
-        return Some(match got[SSE.len()] {
-            b'?' | b' ' => First::Sse,
-            _ => First::Other,
-        });
+    for (path, is) in [(SSE, First::Sse), (WS, First::Ws)] {
+        if got.len() > path.len() && got.starts_with(path) {
+            return Some(match got[path.len()] {
+                b'?' | b' ' => is,
+                _ => First::Other,
+            });
+        }
     }
     if got.starts_with(PUBLISH) {
         return Some(First::Publish);
     }
     let could = |p: &[u8]| got.len() < p.len() && p.starts_with(got) || p == got;
-    if could(SSE) || could(PUBLISH) {
+    if could(SSE) || could(WS) || could(PUBLISH) {
         return None;
     }
     Some(First::Other)
@@ -411,7 +423,10 @@ mod tests {
             (b"GET /sse", None),
             (b"GET /s", None),
             (b"GET /ssex", Some(First::Other)),
-            (b"GET /ws?", Some(First::Other)),
+            (b"GET /ws?", Some(First::Ws)),
+            (b"GET /ws HTTP/1.1", Some(First::Ws)),
+            (b"GET /ws", None),
+            (b"GET /wsx", Some(First::Other)),
             (b"POST /api/v1/channels/a/messages", Some(First::Publish)),
             (b"POST /api/v1/channels/", Some(First::Publish)),
             (b"POST /api/v1/chan", None),

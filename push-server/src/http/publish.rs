@@ -470,9 +470,9 @@ async fn flush(tcp: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -> Resul
 }
 
 /// The connection handed to hyper: what was read first, then the socket.
-struct Rewind {
-    pre: BytesMut,
-    io: TcpStream,
+pub(super) struct Rewind {
+    pub(super) pre: BytesMut,
+    pub(super) io: TcpStream,
 }
 
 impl AsyncRead for Rewind {

@@ -341,7 +341,7 @@ fn parse_head(head: &[u8]) -> Result<Parsed, Error> {
     Ok((query, headers))
 }
 
-fn push_cors(out: &mut Vec<u8>, cors: Option<&str>) {
+pub(super) fn push_cors(out: &mut Vec<u8>, cors: Option<&str>) {
     if let Some(origin) = cors {
         out.extend_from_slice(b"access-control-allow-origin: ");
         out.extend_from_slice(origin.as_bytes());
@@ -351,7 +351,7 @@ fn push_cors(out: &mut Vec<u8>, cors: Option<&str>) {
 
 /// A refusal on the raw path: always `Connection: close` (nothing else is
 /// read from this socket).
-async fn write_error(tcp: &mut TcpStream, e: Error, cors: Option<&str>) {
+pub(super) async fn write_error(tcp: &mut TcpStream, e: Error, cors: Option<&str>) {
     let body = e.http_body();
     let status = e.status();
     let mut out = format!(

@@ -103,6 +103,12 @@ pub trait Lane: Send + Sync {
     /// Writes what the socket takes of `msg`'s bytes without waiting:
     /// `WouldBlock` when it takes none.
     fn try_write(&self, msg: &Message) -> std::io::Result<Wrote>;
+    /// The transport has bytes of its own half-written on the socket (a
+    /// WebSocket Pong that tungstenite answered while reading): no lane
+    /// write may go between them.
+    fn blocked(&self) -> bool {
+        false
+    }
 }
 
 /// How much of a message a [`Lane`] wrote.
@@ -209,7 +215,7 @@ impl Receiver {
                 return Poll::Ready(Inbound::Queued);
             }
             let sent = lane.and_then(Session::only_sent);
-            l.idle = sent.is_some();
+            l.idle = sent.is_some() && !l.io.blocked();
             if let Some(sent) = sent {
                 l.floor = l.floor.max(sent);
             }
@@ -244,10 +250,7 @@ impl Receiver {
     /// left of a message, to be written first: the message and how many of
     /// its bytes are already out.
     pub fn claim(&self) -> Option<(Arc<Message>, usize)> {
-        let mut q = lock(&self.shared.queue);
-        let l = q.lane.as_deref_mut()?;
-        l.idle = false;
-        l.rest.take()
+        self.shared.claim_lane()
     }
 }
 
@@ -284,6 +287,24 @@ impl ConnShared {
             user,
         });
         (shared.clone(), Receiver { shared })
+    }
+
+    /// [`Receiver::claim`], for a transport's own writes (tungstenite's).
+    pub fn claim_lane(&self) -> Option<(Arc<Message>, usize)> {
+        let mut q = lock(&self.queue);
+        let l = q.lane.as_deref_mut()?;
+        l.idle = false;
+        l.rest.take()
+    }
+
+    /// The connection's subscriptions change: no lane write until the task
+    /// offers it again, and the newest id sent is that of the channel it
+    /// will have then (a new channel's ids have nothing to do with the old).
+    fn lane_reset(&self) {
+        if let Some(l) = lock(&self.queue).lane.as_deref_mut() {
+            l.idle = false;
+            l.floor = MessageId::ZERO;
+        }
     }
 
     /// Queues `msg`, or with `lane` writes it through the connection's lane
@@ -678,6 +699,9 @@ impl Session {
         if self.subs.len() >= self.max_channels {
             return Err(SubscribeError::TooManyChannels(self.max_channels));
         }
+        // Before the hub may deliver this channel's messages: they are held
+        // back until history is read, which a lane write would skip.
+        self.shared.lane_reset();
         let (key, ready) = self.hub.register(&channel, &self.shared);
         // Until the history is read, queued live messages of this channel are
         // held back by `last = MAX`.
@@ -728,6 +752,7 @@ impl Session {
         let Some(i) = self.subs.iter().position(|s| &*s.channel == channel) else {
             return false;
         };
+        self.shared.lane_reset();
         let sub = self.subs.swap_remove(i);
         self.hub.unregister(&sub.channel, sub.key);
         self.hub.metrics.subscriptions.dec();

@@ -194,6 +194,7 @@ enum Answer {
 struct FakeLane {
     answer: Mutex<Answer>,
     wrote: Mutex<Vec<MessageId>>,
+    blocked: AtomicBool,
 }
 
 impl FakeLane {
@@ -201,6 +202,7 @@ impl FakeLane {
         Arc::new(FakeLane {
             answer: Mutex::new(Answer::All),
             wrote: Mutex::new(Vec::new()),
+            blocked: AtomicBool::new(false),
         })
     }
 
@@ -242,6 +244,10 @@ impl Lane for Shared {
 
     fn try_write(&self, msg: &Message) -> std::io::Result<Wrote> {
         self.0.try_write(msg)
+    }
+
+    fn blocked(&self) -> bool {
+        self.0.blocked.load(Ordering::Acquire)
     }
 }
 
@@ -320,6 +326,23 @@ async fn the_lane_skips_what_was_sent_and_kicked_connections() {
     let msg = again.messages.last().cloned().expect("retained");
     a.shared.push(msg, &hub.metrics, true).unwrap();
     assert!(lane.wrote().is_empty() && rx.try_recv().is_none());
+
+    // A transport with half-written bytes of its own keeps the lane closed.
+    lane.blocked.store(true, Ordering::Release);
+    assert!(waits(&rx, &a));
+    let blocked = publish(&hub, "q", "blocked").await;
+    assert!(lane.wrote().is_empty());
+    assert_eq!(rx.try_recv().map(|m| m.id), Some(blocked));
+    lane.blocked.store(false, Ordering::Release);
+
+    // So does a change of subscriptions, until the task offers it again.
+    assert!(waits(&rx, &a));
+    a.subscribe("other".into(), None).await.unwrap();
+    publish(&hub, "q", "two channels").await;
+    assert!(lane.wrote().is_empty() && rx.try_recv().is_some());
+    assert!(waits(&rx, &a), "two subscriptions: not offered");
+    publish(&hub, "q", "still two").await;
+    assert!(lane.wrote().is_empty() && rx.try_recv().is_some());
 
     // A kicked connection gets no lane writes: its task closes it.
     a.shared.kick(Kick::BrokerGap);

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Longest channel name accepted (docs/protocol.md, "Channels and messages").
 pub const MAX_CHANNEL_LEN: usize = 128;

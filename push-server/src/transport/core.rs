@@ -42,7 +42,7 @@ pub(crate) struct Gone;
 /// What the client sent.
 pub(crate) enum Received {
     /// A text frame (WebSocket).
-    Text(axum::extract::ws::Utf8Bytes),
+    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
     /// A binary frame (WebSocket), refused with `invalid_frame`.
     Binary,
     /// Anything else that proves the client is there (Ping, Pong).
@@ -151,6 +151,11 @@ impl Core {
             _permit: permit,
             node,
         }
+    }
+
+    /// What the hub sees of this connection (for a transport's lane).
+    pub(crate) fn shared(&self) -> Arc<ConnShared> {
+        self.session.shared.clone()
     }
 
     /// Unique per node, for `welcome`.
@@ -524,6 +529,10 @@ impl<T: Transport> Conn<T> {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        // The task acts on a command: no lane write from here on, so that
+        // what it answers (`published`, `subscribed`) keeps its place
+        // before the deliveries the command causes.
+        self.claim().await?;
         let command = match frames::parse(text) {
             Ok(c) => c,
             Err(FrameError { error, channel }) => {

@@ -246,7 +246,7 @@ async fn an_sse_client_that_never_reads_is_closed() {
 /// One hostile connection of kind `i % 6`.
 async fn churn_once(s: &TestServer, i: usize) {
     let addr = s.addr;
-    match i % 6 {
+    match i % 7 {
         // WebSocket, dropped without a close frame.
         0 => {
             if let Ok(mut ws) = RawWs::connect(addr, "/ws?channels=churn").await {
@@ -271,6 +271,12 @@ async fn churn_once(s: &TestServer, i: usize) {
         4 => {
             if let Ok(mut tcp) = TcpStream::connect(addr).await {
                 let _ = tcp.write_all(b"POST /api/v1/channels/churn/messages HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc").await;
+            }
+        }
+        // A request line cut short of telling its path, then gone.
+        5 => {
+            if let Ok(mut tcp) = TcpStream::connect(addr).await {
+                let _ = tcp.write_all(b"GET /s").await;
             }
         }
         // A WebSocket handshake cut in the middle.

@@ -487,3 +487,109 @@ async fn write_delay_never_overflows_a_small_queue() {
         0.0
     );
 }
+
+/// A connection of one channel gets its deliveries written by the fan-out
+/// while its task waits (docs/architecture.md, "The lane"). A client that
+/// stops reading and sends Pings fills the server's socket: lane writes go
+/// in part or not at all, tungstenite's Pongs wait in its buffer, the task
+/// takes over. What the client reads must still be every frame whole, the
+/// messages once and in order, and a Pong for each Ping.
+#[tokio::test]
+async fn a_connection_that_stops_reading_gets_every_frame_whole_and_in_order() {
+    use futures_util::StreamExt;
+    let s = start(&["--max-message-bytes", "1048576"]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window, so that the server's socket is full after a few frames.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(s.addr).await.unwrap();
+    let url = s.ws_url("/ws?channels=stall");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(ws_next_raw(&mut ws).await["type"], "welcome");
+    assert_eq!(ws_next_raw(&mut ws).await["type"], "subscribed");
+
+    // 16 messages of 512 KiB each, and Pings, while the client reads nothing.
+    let body = format!("\"{}\"", "x".repeat(512 * 1024));
+    let mut ids = Vec::new();
+    for i in 0..16u8 {
+        ids.push(publish(&s, "stall", &body).await);
+        ws.send(WsMsg::Ping(vec![i].into())).await.unwrap();
+    }
+    let (mut seen, mut pongs) = (Vec::new(), Vec::new());
+    while seen.len() < ids.len() || pongs.len() < 16 {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frames within the wait")
+            .expect("open")
+            .unwrap_or_else(|e| panic!("a whole frame: {e}"));
+        match frame {
+            WsMsg::Text(t) => {
+                let env: Value = serde_json::from_str(&t).expect("JSON frame");
+                assert_eq!(env["type"], "message", "{}", &t[..t.len().min(100)]);
+                assert_eq!(env["data"].as_str().map(str::len), Some(512 * 1024));
+                seen.push(env["id"].as_str().unwrap().to_string());
+            }
+            WsMsg::Pong(p) => pongs.push(p[0]),
+            WsMsg::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ids, "every message once, in order");
+    assert_eq!(pongs, (0..16).collect::<Vec<u8>>(), "a Pong for each Ping");
+    wait_metric(&s, "push_messages_delivered_total{transport=\"ws\"}", 16.0).await;
+
+    // Read again: the next delivery arrives as before.
+    let next = publish(&s, "stall", "17").await;
+    assert_eq!(ws_next_raw(&mut ws).await["id"], next);
+}
+
+/// [`ws_next`] for a client over a plain `TcpStream`.
+async fn ws_next_raw(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("ws frame in time");
+        match msg {
+            Some(Ok(WsMsg::Text(t))) => return serde_json::from_str(&t).expect("json frame"),
+            Some(Ok(WsMsg::Ping(_) | WsMsg::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn handshakes_hyper_serves_still_upgrade() {
+    use tokio::net::TcpStream;
+    // A handshake with a body length is not the raw path's: hyper and the
+    // router serve it, and it upgrades all the same.
+    let s = start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(
+        b"GET /ws?channels=h HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_until(&mut tcp, "the 101", |got| {
+        let text = String::from_utf8_lossy(got);
+        text.contains("\r\n\r\n").then(|| text.into_owned())
+    })
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // And a keep-alive connection's later request for /ws.
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /ws?channels=h HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut tcp, "200 then 101", |got| {
+        let text = String::from_utf8_lossy(got);
+        (text.starts_with("HTTP/1.1 200") && text.contains("HTTP/1.1 101")).then_some(())
+    })
+    .await;
+}
