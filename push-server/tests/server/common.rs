@@ -110,8 +110,12 @@ pub async fn ws_subscribed(s: &TestServer, channels: &str) -> Ws {
     ws
 }
 
-/// The next JSON text frame (Pings are skipped; the client answers them).
-pub async fn ws_next(ws: &mut Ws) -> Value {
+/// The next JSON text frame (Pings are skipped; the client answers them),
+/// over TLS-capable or plain client sockets alike.
+pub async fn ws_next<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
