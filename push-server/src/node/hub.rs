@@ -13,8 +13,11 @@
 //!   task (an SSE stream of one channel on the raw socket) is written from
 //!   the fan-out itself when its task waits with nothing queued, in one
 //!   non-blocking write under the queue's lock; anything else (a full socket,
-//!   a queue that is not empty, a task that writes) takes the queue. The
-//!   decision and the figures: docs/architecture.md, "The lane".
+//!   a queue that is not empty, a task that writes) takes the queue. A wide
+//!   fan-out (more than [`LANE_FANOUT`] subscribers) queues instead and hands
+//!   the open lanes to flush tasks that write them in slices, yielding to the
+//!   scheduler between slices ([`flush`]). The decision and the figures:
+//!   docs/architecture.md, "The lane".
 //! - Slow consumers: when a subscriber's queue is full, the message is **not**
 //!   dropped silently: the connection is marked slow and told
 //!   `reconnect`/`slow_consumer`, then closed; it resumes from history with
@@ -156,6 +159,24 @@ enum PushError {
     Closed,
 }
 
+/// How [`ConnShared::push`] may use a connection's lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Write through the lane now, if it is open (a narrow fan-out).
+    Lane,
+    /// Queue without waking the task, for a [`ConnShared::flush_lane`] of
+    /// a slice later (a wide fan-out).
+    Slice,
+}
+
+/// What the caller of [`ConnShared::push`] still owes the message.
+#[derive(Debug, PartialEq, Eq)]
+enum Pushed {
+    Done,
+    /// Queued behind an open lane: a [`ConnShared::flush_lane`] must follow.
+    Flush,
+}
+
 /// The connection task's end of its queue; dropping it closes the queue.
 #[derive(Debug)]
 pub struct Receiver {
@@ -165,10 +186,15 @@ pub struct Receiver {
 /// Most messages a connection writes in one batch (one socket write).
 pub const WRITE_BATCH: usize = 64;
 
-/// Most subscribers of a channel whose lanes the fan-out writes itself. A
-/// larger fan-out wakes the connections' tasks, which write in parallel on a
-/// multi-core host instead of one after another under the channel's locks.
+/// Most subscribers of a channel whose lanes the fan-out writes itself,
+/// under the channel's locks. A wider fan-out queues, and its open lanes are
+/// written by flush tasks of [`LANE_SLICE`] connections each.
 const LANE_FANOUT: usize = 8;
+
+/// Connections a flush writes through their lanes before it yields to the
+/// worker: about 0.3 ms of writes here. Measured: docs/benchmarks.md,
+/// "Issue 14, sliced lanes".
+const LANE_SLICE: usize = 64;
 
 /// What wakes a connection's main loop.
 #[derive(Debug)]
@@ -307,19 +333,34 @@ impl ConnShared {
         }
     }
 
-    /// Queues `msg`, or with `lane` writes it through the connection's lane
-    /// when its task waits with nothing queued.
-    fn push(&self, msg: Arc<Message>, metrics: &Metrics, lane: bool) -> Result<(), PushError> {
+    /// Queues `msg`, or writes it through the connection's lane when its
+    /// task waits with nothing queued (see [`Via`]).
+    fn push(&self, msg: Arc<Message>, metrics: &Metrics, via: Via) -> Result<Pushed, PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
         let wake = {
             let mut q = lock(&self.queue);
             let kicked = self.kick.load(Ordering::Acquire) != 0;
-            if let Some(l) = q.lane.as_deref_mut().filter(|l| lane && l.idle && !kicked) {
+            let Queue { msgs, lane } = &mut *q;
+            if let Some(l) = lane.as_deref_mut().filter(|l| l.idle && !kicked) {
                 if msg.id <= l.floor {
                     // Sent already (history, or the broker said it twice).
-                    return Ok(());
+                    return Ok(Pushed::Done);
+                }
+                if via == Via::Slice {
+                    // The task stays asleep: while the lane is open, what is
+                    // queued is the flush's to write, and the first message
+                    // queued schedules it.
+                    if msgs.len() >= self.capacity {
+                        return Err(PushError::Full);
+                    }
+                    msgs.push_back(msg);
+                    return Ok(if msgs.len() == 1 {
+                        Pushed::Flush
+                    } else {
+                        Pushed::Done
+                    });
                 }
                 // The task waits with nothing queued: this write is the one
                 // it would make, without waking it. A syscall under the
@@ -334,7 +375,7 @@ impl ConnShared {
                         metrics
                             .delivery_latency
                             .observe(msg.accepted.elapsed().as_secs_f64());
-                        return Ok(());
+                        return Ok(Pushed::Done);
                     }
                     Ok(Wrote::Part(n)) => {
                         // The socket took part of it: the task writes the
@@ -344,18 +385,18 @@ impl ConnShared {
                         l.rest = Some((msg, n));
                         drop(q);
                         self.waker.wake();
-                        return Ok(());
+                        return Ok(Pushed::Done);
                     }
                     // Full or failed: the task's own write waits for room
                     // or finds the error.
                     Err(_) => l.idle = false,
                 }
             }
-            if q.msgs.len() >= self.capacity {
+            if msgs.len() >= self.capacity {
                 return Err(PushError::Full);
             }
-            q.msgs.push_back(msg);
-            q.msgs.len() == 1 || q.msgs.len() == self.batch
+            msgs.push_back(msg);
+            msgs.len() == 1 || msgs.len() == self.batch
         };
         // The task drains the queue once woken; waking it for every message
         // of a burst would only cost. A full batch wakes it too, in case it
@@ -363,7 +404,61 @@ impl ConnShared {
         if wake {
             self.waker.wake();
         }
-        Ok(())
+        Ok(Pushed::Done)
+    }
+
+    /// Writes what [`Via::Slice`] queued behind the open lane, in order, as
+    /// the task would have; anything the socket does not take whole goes
+    /// back to the task, which is woken for it. A lane the task took back
+    /// meanwhile leaves it all to the task.
+    fn flush_lane(&self, metrics: &Metrics) {
+        let mut q = lock(&self.queue);
+        let kicked = self.kick.load(Ordering::Acquire) != 0;
+        let Queue { msgs, lane } = &mut *q;
+        let Some(l) = lane.as_deref_mut() else {
+            // Closed: the receiver is gone, and the queue with it.
+            return;
+        };
+        if msgs.is_empty() {
+            return;
+        }
+        if !l.idle || kicked {
+            drop(q);
+            self.waker.wake();
+            return;
+        }
+        let transport = metrics.transport(l.io.kind());
+        while let Some(msg) = msgs.front() {
+            if msg.id <= l.floor {
+                msgs.pop_front();
+                continue;
+            }
+            match l.io.try_write(msg) {
+                Ok(Wrote::All) => {
+                    l.floor = msg.id;
+                    transport.delivered.inc();
+                    metrics
+                        .delivery_latency
+                        .observe(msg.accepted.elapsed().as_secs_f64());
+                    msgs.pop_front();
+                }
+                Ok(Wrote::Part(n)) => {
+                    l.floor = msg.id;
+                    l.idle = false;
+                    l.rest = msgs.pop_front().map(|m| (m, n));
+                    break;
+                }
+                Err(_) => {
+                    l.idle = false;
+                    break;
+                }
+            }
+        }
+        let wake = !l.idle;
+        drop(q);
+        if wake {
+            self.waker.wake();
+        }
     }
 
     /// Marks the connection for closing and wakes every waiter of
@@ -496,12 +591,59 @@ impl Subscribers for Entry {
             return;
         }
         st.last = msg.id;
-        let lane = st.subs.len() <= LANE_FANOUT;
+        let via = if st.subs.len() <= LANE_FANOUT {
+            Via::Lane
+        } else {
+            Via::Slice
+        };
+        let mut open = Vec::new();
         for (_, conn) in st.subs.iter() {
-            if let Err(PushError::Full) = conn.push(msg.clone(), &self.metrics, lane) {
-                conn.kick_slow(&self.metrics);
+            match conn.push(msg.clone(), &self.metrics, via) {
+                Ok(Pushed::Done) | Err(PushError::Closed) => {}
+                Ok(Pushed::Flush) => {
+                    if open.capacity() == 0 {
+                        open.reserve_exact(st.subs.len());
+                    }
+                    open.push(conn.clone());
+                }
+                Err(PushError::Full) => conn.kick_slow(&self.metrics),
             }
         }
+        if !open.is_empty() {
+            flush(open, &self.metrics);
+        }
+    }
+}
+
+/// Writes the open lanes of a wide fan-out ([`Via::Slice`]) outside the
+/// channel's locks: a task per worker thread, each a run of slices of
+/// [`LANE_SLICE`] connections with a `yield_now` between them, which lets
+/// the worker poll its sockets and run every other ready task first.
+/// Outside a runtime (unit tests), here.
+fn flush(conns: Vec<Arc<ConnShared>>, metrics: &Arc<Metrics>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        for conn in &conns {
+            conn.flush_lane(metrics);
+        }
+        return;
+    };
+    let slices = conns.len().div_ceil(LANE_SLICE);
+    let runs = rt.metrics().num_workers().clamp(1, slices);
+    let per_run = slices.div_ceil(runs) * LANE_SLICE;
+    let conns = Arc::new(conns);
+    for start in (0..conns.len()).step_by(per_run) {
+        let (conns, metrics) = (conns.clone(), metrics.clone());
+        drop(rt.spawn(async move {
+            let end = conns.len().min(start + per_run);
+            for (i, slice) in conns[start..end].chunks(LANE_SLICE).enumerate() {
+                if i > 0 {
+                    tokio::task::yield_now().await;
+                }
+                for conn in slice {
+                    conn.flush_lane(&metrics);
+                }
+            }
+        }));
     }
 }
 

@@ -324,7 +324,7 @@ async fn the_lane_skips_what_was_sent_and_kicked_connections() {
     // The broker says it again (a Redis catch-up, say): not written twice.
     let again = hub.broker().read("q".into(), None, 10).await.unwrap();
     let msg = again.messages.last().cloned().expect("retained");
-    a.shared.push(msg, &hub.metrics, true).unwrap();
+    a.shared.push(msg, &hub.metrics, Via::Lane).unwrap();
     assert!(lane.wrote().is_empty() && rx.try_recv().is_none());
 
     // A transport with half-written bytes of its own keeps the lane closed.
@@ -350,21 +350,137 @@ async fn the_lane_skips_what_was_sent_and_kicked_connections() {
     assert!(lane.wrote().is_empty());
 }
 
-#[tokio::test]
-async fn a_wide_fan_out_wakes_the_tasks_instead() {
-    let hub = hub();
-    let lane = FakeLane::new();
+/// Records being woken.
+struct Flag(AtomicBool);
+
+impl futures_util::task::ArcWake for Flag {
+    fn wake_by_ref(flag: &Arc<Self>) {
+        flag.0.store(true, Ordering::Release);
+    }
+}
+
+impl Flag {
+    fn woken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The task waits, as [`waits`] (offering the lane with `offer`), with a
+/// waker that says whether it was woken since.
+fn waits_for(rx: &Receiver, session: &Session, offer: bool) -> Arc<Flag> {
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = futures_util::task::waker(flag.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let recv = rx.recv(false, offer.then_some(session));
+    tokio::pin!(recv);
+    assert!(recv.as_mut().poll(&mut cx).is_pending(), "the task waits");
+    flag
+}
+
+/// Lets spawned tasks (the flushes) run on the test's one thread until
+/// `done`, for at most 100 turns.
+async fn until(done: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    done()
+}
+
+/// A connection of a wide channel: its session (kept for its subscription),
+/// receiver, lane and waker.
+struct Wide {
+    _session: Session,
+    rx: Receiver,
+    lane: Arc<FakeLane>,
+    woken: Arc<Flag>,
+}
+
+async fn wide(hub: &Arc<Hub>, n: usize) -> Vec<Wide> {
     let mut conns = Vec::new();
-    for _ in 0..=LANE_FANOUT {
-        let (mut s, rx) = session(&hub, 8);
-        s.subscribe("wide".into(), None).await.unwrap();
+    for _ in 0..n {
+        let (mut session, rx) = session(hub, 8);
+        session.subscribe("wide".into(), None).await.unwrap();
+        let lane = FakeLane::new();
         rx.set_lane(Shared(lane.clone()));
-        assert!(waits(&rx, &s));
-        conns.push((s, rx));
+        let woken = waits_for(&rx, &session, true);
+        conns.push(Wide {
+            _session: session,
+            rx,
+            lane,
+            woken,
+        });
     }
-    publish(&hub, "wide", "1").await;
-    assert!(lane.wrote().is_empty());
-    for (_, rx) in &conns {
-        assert!(rx.try_recv().is_some(), "queued for its task");
+    conns
+}
+
+#[tokio::test]
+async fn a_wide_fan_out_is_written_by_flush_tasks_in_slices() {
+    let hub = hub();
+    // Three slices, and one connection whose task is busy (no lane offered).
+    let n = LANE_SLICE * 2 + 3;
+    let conns = wide(&hub, n).await;
+    let (mut busy, busy_rx) = session(&hub, 8);
+    busy.subscribe("wide".into(), None).await.unwrap();
+    busy_rx.set_lane(Shared(FakeLane::new()));
+    let busy_woken = waits_for(&busy_rx, &busy, false);
+
+    let m1 = publish(&hub, "wide", "1").await;
+    assert!(
+        conns.iter().all(|c| c.lane.wrote().is_empty()),
+        "nothing written inside the fan-out"
+    );
+    assert!(busy_woken.woken(), "a task without an open lane is woken");
+    let m2 = publish(&hub, "wide", "2").await;
+    assert!(until(|| conns.iter().all(|c| c.lane.wrote().len() == 2)).await);
+    for c in &conns {
+        assert_eq!(c.lane.wrote(), [m1, m2], "each one in order, once");
+        assert!(c.rx.try_recv().is_none(), "nothing left queued");
+        assert!(!c.woken.woken(), "the flush wrote instead of the task");
     }
+    let sse = hub.metrics.transport(metrics::Transport::Sse);
+    assert_eq!(sse.delivered.get(), 2 * n as u64);
+    assert_eq!(busy_rx.try_recv().map(|m| m.id), Some(m1));
+    assert_eq!(busy_rx.try_recv().map(|m| m.id), Some(m2));
+}
+
+#[tokio::test]
+async fn a_flush_leaves_to_the_task_what_the_lane_cannot_take() {
+    let hub = hub();
+    let conns = wide(&hub, LANE_FANOUT + 1).await;
+    let [claimed, full, part, ..] = &conns[..] else {
+        unreachable!()
+    };
+    full.lane.answer(Answer::Full);
+    part.lane.answer(Answer::Part(5));
+
+    let m1 = publish(&hub, "wide", "1").await;
+    // Before the flush runs, one task takes its lane back to write.
+    assert!(claimed.rx.claim().is_none());
+    let last = &conns[conns.len() - 1];
+    assert!(until(|| last.lane.wrote() == [m1]).await);
+
+    assert!(
+        claimed.lane.wrote().is_empty(),
+        "a claimed lane is the task's"
+    );
+    assert!(claimed.woken.woken());
+    assert_eq!(claimed.rx.try_recv().map(|m| m.id), Some(m1));
+
+    assert!(full.lane.wrote().is_empty());
+    assert!(full.woken.woken(), "a full socket: the task writes");
+    assert_eq!(full.rx.try_recv().map(|m| m.id), Some(m1));
+
+    assert!(
+        part.woken.woken(),
+        "a part written: the task writes the rest"
+    );
+    assert_eq!(part.rx.claim().map(|(m, skip)| (m.id, skip)), Some((m1, 5)));
+    assert!(part.rx.try_recv().is_none());
+
+    // The others' lanes stay open for the next message.
+    let m2 = publish(&hub, "wide", "2").await;
+    assert!(until(|| last.lane.wrote() == [m1, m2]).await);
 }

@@ -247,8 +247,28 @@ async fn write_delay_sends_queued_events_in_one_write() {
 /// gets must be every event, whole, once, in order.
 #[tokio::test]
 async fn a_stream_that_stops_reading_gets_every_event_whole_and_in_order() {
+    stalled_stream(0).await;
+}
+
+/// The same on a channel of more subscribers than the fan-out writes
+/// itself: its open lanes are written by the flush tasks, in slices
+/// (docs/architecture.md, "The lane"), and the stalled stream's partial
+/// writes go back to its task from there. The other streams, which read,
+/// get every message once and in order too.
+#[tokio::test]
+async fn a_stream_of_a_wide_channel_that_stops_reading_gets_every_event_whole_and_in_order() {
+    stalled_stream(12).await;
+}
+
+/// One raw stream of channel `stall` stops reading while 16 events of
+/// 512 KiB are published, with `readers` other streams that read.
+async fn stalled_stream(readers: usize) {
     use tokio::io::AsyncWriteExt;
     let s = start(&["--sse-heartbeat", "100ms", "--max-message-bytes", "1048576"]).await;
+    let mut others = Vec::new();
+    for _ in 0..readers {
+        others.push(sse_connect(&s, "?channels=stall", None).await);
+    }
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     // A small window, so that the server's socket is full after a few events.
     socket.set_recv_buffer_size(4096).unwrap();
@@ -262,6 +282,7 @@ async fn a_stream_that_stops_reading_gets_every_event_whole_and_in_order() {
         (events.matches("\n\n").count() >= 2).then(|| got.to_vec())
     })
     .await;
+    wait_metric(&s, "push_subscriptions", (1 + readers) as f64).await;
 
     // 16 events of 512 KiB each while the client reads nothing: more than
     // the server's socket takes (its send buffer grows to 4 MiB at most).
@@ -311,7 +332,6 @@ async fn a_stream_that_stops_reading_gets_every_event_whole_and_in_order() {
         }
     }
     assert_eq!(seen, ids, "every event once, in order");
-    wait_metric(&s, "push_messages_delivered_total{transport=\"sse\"}", 16.0).await;
 
     // Read again: the next delivery arrives as before.
     let next = publish(&s, "stall", "17").await;
@@ -321,5 +341,24 @@ async fn a_stream_that_stops_reading_gets_every_event_whole_and_in_order() {
             .then_some(())
     })
     .await;
-    wait_metric(&s, "push_messages_delivered_total{transport=\"sse\"}", 17.0).await;
+    ids.push(next);
+    for mut other in others {
+        let mut got = Vec::new();
+        while got.len() < ids.len() {
+            let m = other.next_message().await;
+            got.push(m["id"].as_str().unwrap_or_default().to_string());
+        }
+        assert_eq!(got, ids, "a reading stream: every event once, in order");
+    }
+    let delivered = (17 * (1 + readers)) as f64;
+    wait_metric(
+        &s,
+        "push_messages_delivered_total{transport=\"sse\"}",
+        delivered,
+    )
+    .await;
+    assert_eq!(
+        metric(&s, "push_slow_consumer_disconnects_total").await,
+        0.0
+    );
 }

@@ -496,8 +496,27 @@ async fn write_delay_never_overflows_a_small_queue() {
 /// messages once and in order, and a Pong for each Ping.
 #[tokio::test]
 async fn a_connection_that_stops_reading_gets_every_frame_whole_and_in_order() {
+    stalled_connection(0).await;
+}
+
+/// The same on a channel of more subscribers than the fan-out writes
+/// itself: the flush tasks write its open lanes (docs/architecture.md, "The
+/// lane"). The other connections, which read, get every message once and
+/// in order too.
+#[tokio::test]
+async fn a_connection_of_a_wide_channel_that_stops_reading_gets_every_frame_whole_and_in_order() {
+    stalled_connection(12).await;
+}
+
+/// One connection to channel `stall` stops reading (and pings) while 16
+/// messages of 512 KiB are published, with `readers` others that read.
+async fn stalled_connection(readers: usize) {
     use futures_util::StreamExt;
     let s = start(&["--max-message-bytes", "1048576"]).await;
+    let mut others = Vec::new();
+    for _ in 0..readers {
+        others.push(ws_subscribed(&s, "stall").await);
+    }
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     // A small window, so that the server's socket is full after a few frames.
     socket.set_recv_buffer_size(4096).unwrap();
@@ -537,11 +556,34 @@ async fn a_connection_that_stops_reading_gets_every_frame_whole_and_in_order() {
     }
     assert_eq!(seen, ids, "every message once, in order");
     assert_eq!(pongs, (0..16).collect::<Vec<u8>>(), "a Pong for each Ping");
-    wait_metric(&s, "push_messages_delivered_total{transport=\"ws\"}", 16.0).await;
 
     // Read again: the next delivery arrives as before.
     let next = publish(&s, "stall", "17").await;
     assert_eq!(ws_next(&mut ws).await["id"], next);
+    ids.push(next);
+    for mut other in others {
+        let mut got = Vec::new();
+        while got.len() < ids.len() {
+            let m = ws_next(&mut other).await;
+            assert_eq!(m["type"], "message", "{m}");
+            got.push(m["id"].as_str().unwrap_or_default().to_string());
+        }
+        assert_eq!(
+            got, ids,
+            "a reading connection: every message once, in order"
+        );
+    }
+    let delivered = (17 * (1 + readers)) as f64;
+    wait_metric(
+        &s,
+        "push_messages_delivered_total{transport=\"ws\"}",
+        delivered,
+    )
+    .await;
+    assert_eq!(
+        metric(&s, "push_slow_consumer_disconnects_total").await,
+        0.0
+    );
 }
 
 #[tokio::test]
