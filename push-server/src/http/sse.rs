@@ -277,8 +277,7 @@ impl Lane for RawLane {
     }
 
     fn try_write(&self, msg: &Message) -> std::io::Result<Wrote> {
-        let slices = msg.sse_framed().map(IoSlice::new);
-        let n = self.0.try_write_vectored(&slices)?;
+        let n = crate::transport::try_send(&self.0, msg.sse_framed())?;
         Ok(if n == msg.sse_framed_len() {
             Wrote::All
         } else {

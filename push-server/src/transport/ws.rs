@@ -8,7 +8,6 @@
 //! connection's [`WsLane`]: the fan-out then writes a delivery's frame itself
 //! while the task waits (`node::hub`, the lane; docs/architecture.md).
 
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -161,7 +160,7 @@ fn try_write_frame(tcp: &TcpStream, msg: &Message, skip: usize) -> std::io::Resu
         None => (&head[skip..n], payload),
         Some(into) => (&[][..], &payload[into..]),
     };
-    tcp.try_write_vectored(&[IoSlice::new(head), IoSlice::new(payload)])
+    super::try_send(tcp, [head, payload])
 }
 
 /// The length of `msg`'s whole frame.
