@@ -407,10 +407,12 @@ impl ConnShared {
         Ok(Pushed::Done)
     }
 
-    /// Writes what [`Via::Slice`] queued behind the open lane, in order, as
-    /// the task would have; anything the socket does not take whole goes
-    /// back to the task, which is woken for it. A lane the task took back
-    /// meanwhile leaves it all to the task.
+    /// Writes what [`Via::Slice`] queued behind the open lane, as the task
+    /// would have, when it is one message; anything the socket does not
+    /// take whole goes back to the task, which is woken for it. A burst (more
+    /// than one message queued by now) is the task's too: it writes them in
+    /// one `writev` where the lane would make a system call each. So is
+    /// everything once the task took its lane back meanwhile.
     fn flush_lane(&self, metrics: &Metrics) {
         let mut q = lock(&self.queue);
         let kicked = self.kick.load(Ordering::Acquire) != 0;
@@ -422,7 +424,8 @@ impl ConnShared {
         if msgs.is_empty() {
             return;
         }
-        if !l.idle || kicked {
+        if msgs.len() > 1 || !l.idle || kicked {
+            l.idle = false;
             drop(q);
             self.waker.wake();
             return;

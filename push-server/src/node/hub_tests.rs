@@ -389,10 +389,9 @@ async fn until(done: impl Fn() -> bool) -> bool {
     done()
 }
 
-/// A connection of a wide channel: its session (kept for its subscription),
-/// receiver, lane and waker.
+/// A connection of a wide channel: its session, receiver, lane and waker.
 struct Wide {
-    _session: Session,
+    session: Session,
     rx: Receiver,
     lane: Arc<FakeLane>,
     woken: Arc<Flag>,
@@ -407,7 +406,7 @@ async fn wide(hub: &Arc<Hub>, n: usize) -> Vec<Wide> {
         rx.set_lane(Shared(lane.clone()));
         let woken = waits_for(&rx, &session, true);
         conns.push(Wide {
-            _session: session,
+            session,
             rx,
             lane,
             woken,
@@ -433,6 +432,7 @@ async fn a_wide_fan_out_is_written_by_flush_tasks_in_slices() {
         "nothing written inside the fan-out"
     );
     assert!(busy_woken.woken(), "a task without an open lane is woken");
+    assert!(until(|| conns.iter().all(|c| c.lane.wrote().len() == 1)).await);
     let m2 = publish(&hub, "wide", "2").await;
     assert!(until(|| conns.iter().all(|c| c.lane.wrote().len() == 2)).await);
     for c in &conns {
@@ -444,6 +444,23 @@ async fn a_wide_fan_out_is_written_by_flush_tasks_in_slices() {
     assert_eq!(sse.delivered.get(), 2 * n as u64);
     assert_eq!(busy_rx.try_recv().map(|m| m.id), Some(m1));
     assert_eq!(busy_rx.try_recv().map(|m| m.id), Some(m2));
+
+    // A burst queued before its flush runs is the task's, for one write.
+    let conns: Vec<_> = conns
+        .into_iter()
+        .map(|c| {
+            let woken = waits_for(&c.rx, &c.session, true);
+            Wide { woken, ..c }
+        })
+        .collect();
+    let m3 = publish(&hub, "wide", "3").await;
+    let m4 = publish(&hub, "wide", "4").await;
+    assert!(until(|| conns.iter().all(|c| c.woken.woken())).await);
+    for c in &conns {
+        assert_eq!(c.lane.wrote(), [m1, m2], "no lane write of a burst");
+        assert_eq!(c.rx.try_recv().map(|m| m.id), Some(m3));
+        assert_eq!(c.rx.try_recv().map(|m| m.id), Some(m4));
+    }
 }
 
 #[tokio::test]
