@@ -348,10 +348,12 @@ impl ConnShared {
                     // Sent already (history, or the broker said it twice).
                     return Ok(Pushed::Done);
                 }
-                if via == Via::Slice {
+                if via == Via::Slice || !msgs.is_empty() {
                     // The task stays asleep: while the lane is open, what is
-                    // queued is the flush's to write, and the first message
-                    // queued schedules it.
+                    // queued is a flush's to write, and the first message
+                    // queued schedules it. A narrow fan-out's message too,
+                    // when a wide one's waits for its flush (the channel
+                    // lost subscribers in between): it may not overtake it.
                     if msgs.len() >= self.capacity {
                         return Err(PushError::Full);
                     }

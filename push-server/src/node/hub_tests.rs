@@ -501,3 +501,20 @@ async fn a_flush_leaves_to_the_task_what_the_lane_cannot_take() {
     let m2 = publish(&hub, "wide", "2").await;
     assert!(until(|| last.lane.wrote() == [m1, m2]).await);
 }
+
+#[tokio::test]
+async fn a_channel_that_narrows_keeps_the_order_of_a_pending_flush() {
+    let hub = hub();
+    let mut conns = wide(&hub, LANE_FANOUT + 1).await;
+    let m1 = publish(&hub, "wide", "1").await;
+    // Before m1's flush runs, the channel becomes narrow: m2 is written by
+    // the fan-out itself unless it waits behind m1.
+    conns.pop();
+    let m2 = publish(&hub, "wide", "2").await;
+    assert!(until(|| conns.iter().all(|c| c.woken.woken())).await);
+    for c in &conns {
+        assert!(c.lane.wrote().is_empty(), "m2 did not overtake m1");
+        assert_eq!(c.rx.try_recv().map(|m| m.id), Some(m1));
+        assert_eq!(c.rx.try_recv().map(|m| m.id), Some(m2));
+    }
+}
