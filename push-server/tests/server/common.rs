@@ -287,6 +287,14 @@ pub async fn wait_metric(s: &TestServer, name: &str, want: f64) {
     }
 }
 
+/// Waits until `n` deliveries over `transport` (`ws`, `sse`) are counted,
+/// and checks that no connection was kicked as a slow consumer.
+pub async fn all_delivered_none_kicked(s: &TestServer, transport: &str, n: f64) {
+    let delivered = format!("push_messages_delivered_total{{transport=\"{transport}\"}}");
+    wait_metric(s, &delivered, n).await;
+    assert_eq!(metric(s, "push_slow_consumer_disconnects_total").await, 0.0);
+}
+
 /// Parses `<ms>-<seq>` for ordering checks.
 pub fn id_pair(id: &str) -> (u64, u64) {
     let (a, b) = id.split_once('-').expect("id form");
